@@ -1,0 +1,263 @@
+"""The pMFM parameter space: coefficients, regional maps, bounds, feasibility, normalised coordinates.
+
+Kong et al. 2021 (SPEC section 5): ten free coefficients ``[w0, w1, w2, I0, I1, I2, G, s0, s1, s2]``
+expand to regional values through the basis ``B = [1, myelin, gradient]`` (N x 3, covariates raw)::
+
+    w = B @ (w0, w1, w2)      recurrent strength, in [0, 1]
+    I = B @ (I0, I1, I2)      external input (nA), in [0, 0.5]
+    G                         global coupling, in [1, 10]
+    sigma = B @ (s0, s1, s2)  noise amplitude, in [0.0005, 0.01]
+
+Bounds hold on the 3N + 1 regional values, not on the coefficients. The non-parametric variant
+searches the 3N + 1 regional values directly (order: w, I, G, sigma, as in the released test_all
+layout). Searchers work in normalised [0, 1] coordinates over a box that contains the feasible set:
+for the parametric space each coefficient's exact range over the feasible set, found by linear
+programming once (the constraints are linear in the coefficients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.optimize import linprog
+
+COEFFICIENT_NAMES = ("w0", "w1", "w2", "I0", "I1", "I2", "G", "s0", "s1", "s2")
+MAPS = ("w", "I", "sigma")  # the three regional maps, each linear in the basis
+
+
+class ParamError(ValueError):
+    """Parameters outside the model's domain (out of bounds, NaN, wrong shape)."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Regional bounds of the pMFM (SPEC section 5), inclusive."""
+
+    w: tuple[float, float] = (0.0, 1.0)  # recurrent strength, dimensionless
+    I: tuple[float, float] = (0.0, 0.5)  # external input, nA
+    G: tuple[float, float] = (1.0, 10.0)  # global coupling, dimensionless
+    sigma: tuple[float, float] = (0.0005, 0.01)  # noise amplitude, "ms units" (see pmfm.sim.dynamics)
+
+    def of(self, name: str) -> tuple[float, float]:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class RegionalParams:
+    """A batch of regional parameter sets, the simulator's input."""
+
+    w: torch.Tensor  # (B, N)
+    I: torch.Tensor  # (B, N)
+    G: torch.Tensor  # (B,)
+    sigma: torch.Tensor  # (B, N)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.G.shape[0])
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.w.shape[1])
+
+    def to(self, device=None, dtype=None) -> RegionalParams:
+        return RegionalParams(*(t.to(device=device, dtype=dtype) for t in self.astuple()))
+
+    def astuple(self) -> tuple[torch.Tensor, ...]:
+        return (self.w, self.I, self.G, self.sigma)
+
+    def __getitem__(self, index) -> RegionalParams:
+        return RegionalParams(self.w[index], self.I[index], self.G[index], self.sigma[index])
+
+    def flat(self) -> torch.Tensor:
+        """(B, 3N + 1) in the released layout order: w, I, G, sigma."""
+        return torch.cat([self.w, self.I, self.G[:, None], self.sigma], dim=1)
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    """Where the simulator's parameters live, parametric (10 coefficients) or regional (3N + 1).
+
+    ``basis`` is the (N, 3) matrix ``[1, myelin, gradient]`` of the training data's parcellation.
+    """
+
+    basis: np.ndarray  # (N, 3) float64
+    bounds: Bounds = Bounds()
+    mode: Literal["parametric", "regional"] = "parametric"
+    box: np.ndarray = field(init=False, repr=False)  # (P, 2) [low, high] of the normalised box
+
+    def __post_init__(self):
+        basis = np.asarray(self.basis, dtype=np.float64)
+        if basis.ndim != 2 or basis.shape[1] != 3:
+            raise ParamError(f"basis must be (N, 3) = [1, myelin, gradient], got {basis.shape}")
+        if self.mode not in ("parametric", "regional"):
+            raise ParamError(f"mode must be 'parametric' or 'regional', got {self.mode!r}")
+        object.__setattr__(self, "basis", basis)
+        box = self._parametric_box() if self.mode == "parametric" else self._regional_box()
+        object.__setattr__(self, "box", box)
+
+    # -- sizes and names ----------------------------------------------------------------------
+    @property
+    def n_regions(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return 10 if self.mode == "parametric" else 3 * self.n_regions + 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if self.mode == "parametric":
+            return COEFFICIENT_NAMES
+        n = self.n_regions
+        return (
+            tuple(f"w_{i}" for i in range(n))
+            + tuple(f"I_{i}" for i in range(n))
+            + ("G",)
+            + tuple(f"sigma_{i}" for i in range(n))
+        )
+
+    # -- expansion -----------------------------------------------------------------------------
+    def regional(self, theta) -> RegionalParams:
+        """Expand (B, P) parameters to regional maps, in theta's dtype and device."""
+        theta = self._as_batch(theta)
+        n = self.n_regions
+        if self.mode == "regional":
+            return RegionalParams(theta[:, :n], theta[:, n : 2 * n], theta[:, 2 * n], theta[:, 2 * n + 1 :])
+        basis = torch.as_tensor(self.basis, dtype=theta.dtype, device=theta.device)  # (N, 3)
+        return RegionalParams(
+            w=theta[:, 0:3] @ basis.T,  # (B, N)
+            I=theta[:, 3:6] @ basis.T,
+            G=theta[:, 6],
+            sigma=theta[:, 7:10] @ basis.T,
+        )
+
+    def coefficients(self, regional: RegionalParams) -> torch.Tensor:
+        """Least-squares coefficients (B, 10) of regional maps (exact when the maps are in the span)."""
+        basis = torch.as_tensor(self.basis, dtype=torch.float64)
+        pinv = torch.linalg.pinv(basis)  # (3, N)
+        r = regional.to(dtype=torch.float64, device="cpu")
+        return torch.cat([r.w @ pinv.T, r.I @ pinv.T, r.G[:, None], r.sigma @ pinv.T], dim=1)
+
+    # -- feasibility ---------------------------------------------------------------------------
+    def violations(self, theta) -> list[str]:
+        """Human-readable list of every set that is not finite or not inside the regional bounds."""
+        theta = self._as_batch(theta)
+        problems = []
+        nonfinite = ~torch.isfinite(theta).all(dim=1)
+        for b in torch.nonzero(nonfinite).flatten().tolist():
+            bad = [self.names[j] for j in torch.nonzero(~torch.isfinite(theta[b])).flatten().tolist()]
+            problems.append(f"set {b}: non-finite value in {', '.join(bad)}")
+        regional = self.regional(theta.to(torch.float64))
+        for name in ("w", "I", "G", "sigma"):
+            lo, hi = self.bounds.of(name)
+            values = getattr(regional, name)
+            values = values[:, None] if values.ndim == 1 else values
+            outside = (values < lo) | (values > hi)
+            for b in torch.nonzero(outside.any(dim=1) & ~nonfinite).flatten().tolist():
+                regions = torch.nonzero(outside[b]).flatten()
+                v = values[b, regions[0]].item()
+                where = "" if name == "G" else f" in {len(regions)} region(s), first region {regions[0].item()}"
+                problems.append(f"set {b}: {name} = {v:.6g}{where}, expected within [{lo}, {hi}]")
+        return problems
+
+    def is_feasible(self, theta) -> torch.Tensor:
+        """(B,) bool: finite and every regional value inside its bounds."""
+        theta = self._as_batch(theta)
+        ok = torch.isfinite(theta).all(dim=1)
+        regional = self.regional(torch.nan_to_num(theta.to(torch.float64)))
+        for name in ("w", "I", "G", "sigma"):
+            lo, hi = self.bounds.of(name)
+            values = getattr(regional, name)
+            values = values[:, None] if values.ndim == 1 else values
+            ok &= ((values >= lo) & (values <= hi)).all(dim=1).to(ok.device)
+        return ok
+
+    def check(self, theta) -> None:
+        """Raise ParamError listing the infeasible sets (out of bounds or NaN)."""
+        problems = self.violations(theta)
+        if problems:
+            shown = "\n  ".join(problems[:10])
+            more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+            raise ParamError(f"{len(problems)} infeasible parameter set(s):\n  {shown}{more}")
+
+    # -- normalised coordinates ----------------------------------------------------------------
+    def normalise(self, theta) -> torch.Tensor:
+        """Raw (B, P) -> normalised [0, 1] coordinates of the box (feasible points land inside)."""
+        theta = self._as_batch(theta)
+        box = torch.as_tensor(self.box, dtype=theta.dtype, device=theta.device)
+        return (theta - box[:, 0]) / (box[:, 1] - box[:, 0])
+
+    def denormalise(self, u) -> torch.Tensor:
+        """Normalised (B, P) -> raw coefficients (or regional values)."""
+        u = self._as_batch(u)
+        box = torch.as_tensor(self.box, dtype=u.dtype, device=u.device)
+        return box[:, 0] + u * (box[:, 1] - box[:, 0])
+
+    # -- random starts -------------------------------------------------------------------------
+    def random_start(self, n: int, rng: np.random.Generator, max_tries: int = 1000) -> torch.Tensor:
+        """(n, P) float64 feasible random starts (SPEC section 5).
+
+        Regional values are drawn uniformly within their bounds; each map is projected onto the
+        basis by least squares; G keeps its draw. A projection that lands outside the bounds
+        (rare) is redrawn.
+        """
+        out = []
+        for _ in range(n):
+            for _ in range(max_tries):
+                theta = self._draw_least_squares(rng)
+                if bool(self.is_feasible(theta[None])[0]):
+                    out.append(theta)
+                    break
+            else:
+                raise ParamError(f"no feasible least-squares start in {max_tries} draws")
+        return torch.as_tensor(np.stack(out))
+
+    def _draw_least_squares(self, rng: np.random.Generator) -> np.ndarray:
+        n = self.n_regions
+        maps = {name: rng.uniform(*self.bounds.of(name), size=n) for name in MAPS}
+        g = rng.uniform(*self.bounds.G)
+        if self.mode == "regional":
+            return np.concatenate([maps["w"], maps["I"], [g], maps["sigma"]])
+        coef = {name: np.linalg.lstsq(self.basis, maps[name], rcond=None)[0] for name in MAPS}
+        return np.concatenate([coef["w"], coef["I"], [g], coef["sigma"]])
+
+    # -- internals -----------------------------------------------------------------------------
+    def _parametric_box(self) -> np.ndarray:
+        """Each coefficient's exact range over the feasible set, by linear programming."""
+        box = np.zeros((10, 2))
+        for block, name in ((0, "w"), (3, "I"), (7, "sigma")):
+            lo, hi = self.bounds.of(name)
+            # lo <= B c <= hi  <=>  [B; -B] c <= [hi; -lo]
+            a_ub = np.vstack([self.basis, -self.basis])
+            b_ub = np.concatenate([np.full(self.n_regions, hi), np.full(self.n_regions, -lo)])
+            for k in range(3):
+                for side, sign in ((0, 1.0), (1, -1.0)):
+                    c = np.zeros(3)
+                    c[k] = sign
+                    res = linprog(c, A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * 3, method="highs")
+                    if res.status != 0:
+                        raise ParamError(f"feasible range of {name} coefficient {k}: {res.message}")
+                    box[block + k, side] = res.x[k]
+        box[6] = self.bounds.G
+        return box
+
+    def _regional_box(self) -> np.ndarray:
+        n = self.n_regions
+        rows = [self.bounds.w] * n + [self.bounds.I] * n + [self.bounds.G] + [self.bounds.sigma] * n
+        return np.asarray(rows, dtype=np.float64)
+
+    def _as_batch(self, theta) -> torch.Tensor:
+        theta = torch.as_tensor(theta)
+        if not torch.is_floating_point(theta):
+            theta = theta.to(torch.float64)
+        if theta.ndim == 1:
+            theta = theta[None]
+        if theta.ndim != 2 or theta.shape[1] != self.dim:
+            raise ParamError(
+                f"expected parameters of shape (B, {self.dim}) for the {self.mode} space "
+                f"({', '.join(self.names[:10])}{', ...' if self.dim > 10 else ''}), got {tuple(theta.shape)}"
+            )
+        return theta
