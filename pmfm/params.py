@@ -261,3 +261,45 @@ class ParamSpace:
                 f"({', '.join(self.names[:10])}{', ...' if self.dim > 10 else ''}), got {tuple(theta.shape)}"
             )
         return theta
+
+
+def read_params_csv(path, space: ParamSpace) -> torch.Tensor:
+    """Parameter sets from a CSV, (S, P) float64: one set per row in the order of ``space.names``.
+
+    A header is optional; with one, the columns are taken by name (extra columns are ignored).
+    Lines starting with ``#`` are comments.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"{path}: parameter file not found; expected a CSV with {space.dim} columns")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    rows = [ln.split(",") for ln in lines if ln and not ln.startswith("#")]
+    if not rows:
+        raise ParamError(f"{path}: no parameter sets; expected one row of {space.dim} values per set")
+    header = rows[0]
+    columns = list(range(space.dim))
+    if not _is_number(header[0]):
+        missing = [n for n in space.names if n not in [h.strip() for h in header]]
+        if missing:
+            raise ParamError(f"{path}: header lacks column(s) {', '.join(missing[:5])}; expected {', '.join(space.names[:10])}")
+        columns = [[h.strip() for h in header].index(n) for n in space.names]
+        rows = rows[1:]
+    values = []
+    for i, row in enumerate(rows, start=1):
+        if len(row) < space.dim or (columns == list(range(space.dim)) and len(row) != space.dim):
+            raise ParamError(f"{path}: row {i} has {len(row)} values; expected {space.dim} ({', '.join(space.names[:10])})")
+        try:
+            values.append([float(row[c]) for c in columns])
+        except ValueError as err:
+            raise ParamError(f"{path}: row {i}: {err}; expected numbers") from None
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pmfm.params import ParamSpace
@@ -75,7 +76,7 @@ def simulate(
         raise ValueError(f"unknown integration method {method!r}; expected one of {sorted(INTEGRATORS)}")
     if coupling == "auto":
         coupling = "matmul" if device.type == "cuda" else "fixed_order"
-    sc = torch.as_tensor(sc, dtype=torch.float64)
+    sc = torch.as_tensor(np.array(sc, dtype=np.float64) if isinstance(sc, np.ndarray) else sc, dtype=torch.float64)
     if sc.shape != (space.n_regions, space.n_regions):
         raise ValueError(f"SC is {tuple(sc.shape)}, the parameter space has {space.n_regions} regions")
     c = dynamics.coupling_matrix(sc).to(device=device, dtype=dtype)

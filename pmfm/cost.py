@@ -1,0 +1,430 @@
+"""The pMFM cost: static FC, sliding-window FCD, KS and FC L1, batched on any device.
+
+SPEC section 6, after Kong et al. 2021 (Nature Communications 12:6373) and its released code
+(CBIG, stable_projects/fMRI_dynamics/Kong2021_pMFM, ``CBIG_FCcorrelation_multi_simulation`` and
+``CBIG_FCDKSstat_multi_simulation``). Lower is better.
+
+Two stages, so that repeats can be produced in any order and costed later:
+
+1. ``repeat_stats(bold)``: per simulated repeat, the FC upper triangle and the FCD CDF in counts,
+   plus a validity flag for each term (heavy: window FCs and FCD products, in the input's dtype,
+   ``chunk_size`` simulations at a time).
+2. ``combine_repeats(stats, emp_fc, emp_cdf, repeats)``: average the valid repeats of each group of
+   R consecutive rows and cost the group against the empirical FC / FCD CDF (light, float64, CPU
+   result).
+
+``evaluate`` chains the two. Every cost depends on R (more repeats, lower KS): ``Costs.repeats``
+carries it, and costs should only be compared at equal R.
+
+Deliberate differences from the released code (documented, none changes a valid repeat's cost):
+
+- Validity of a repeat's FC is "every edge finite" (the released code tests edge 0 only).
+- The FCD histogram follows ``numpy.histogram`` bin assignment exactly (the released code used
+  ``torch.histc``, whose float rounding can move a value lying within ~1 ulp of an edge).
+- Before ``atanh``, mean simulated FC and empirical FC are clamped to [-1 + 1e-7, 1 - 1e-7]. This
+  is a no-op for every |r| < 1 - 1e-7 (the empirical upper triangle and any non-degenerate
+  simulation); it only keeps an edge that is exactly +-1 (or a float32 rounding just past it) from
+  turning the correlation into NaN, which the released code then scored as 10.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DELSSOME",
+    "KONG2021",
+    "CostVariant",
+    "Costs",
+    "RepeatStats",
+    "combine_repeats",
+    "cost_variant",
+    "cumulative_histogram",
+    "evaluate",
+    "fc_matrix",
+    "fcd_cdf",
+    "fcd_matrix",
+    "fcd_pair_count",
+    "repeat_stats",
+    "upper_triangle",
+    "window_fc",
+]
+
+STAGES = ("fit", "test")  # "fit": training and validation (invalid -> 10); "test": invalid -> NaN
+ATANH_CLAMP = 1e-7  # |r| is clamped to 1 - ATANH_CLAMP before atanh (see module docstring)
+
+
+# --------------------------------------------------------------------------------------------
+# Cost variants (SPEC section 6: Kong2021 is the default; DELSSOME the later variant)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostVariant:
+    """How FC and FCD are turned into a cost (SPEC section 6).
+
+    Kong2021: FC cost on Fisher-z FC, FCD histogram on [-0.9999, 1], total = FC cost + KS.
+    DELSSOME (Zeng et al. 2026, the seed's repository): raw FC correlation, histogram on [-1, 1],
+    total = FC cost + KS + FC L1.
+    """
+
+    name: str = "kong2021"
+    fisher_z: bool = True  # correlate atanh(FC) (Kong2021) or raw FC (DELSSOME)
+    hist_min: float = -0.9999  # FCD histogram left edge [correlation]; DELSSOME uses -1
+    hist_max: float = 1.0  # FCD histogram right edge [correlation], inclusive in the last bin
+    n_bins: int = 10_000  # equal-width FCD histogram bins
+    window: int = 83  # TRs per sliding window (83 x 0.72 s ~ 60 s), step 1 TR
+    use_l1: bool = False  # total = fc_cost + ks (+ fc_l1 when True)
+    invalid_value: float = 10.0  # a term with no valid repeat in training/validation ("fit")
+
+    def __post_init__(self) -> None:
+        if not self.hist_max > self.hist_min:
+            raise ValueError(f"hist_max ({self.hist_max}) must exceed hist_min ({self.hist_min})")
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be positive, got {self.n_bins}")
+        if self.window < 2:
+            raise ValueError(f"window must be at least 2 TRs, got {self.window}")
+
+
+KONG2021 = CostVariant()
+DELSSOME = CostVariant(name="delssome", fisher_z=False, hist_min=-1.0, use_l1=True)
+_VARIANTS = {v.name: v for v in (KONG2021, DELSSOME)}
+
+
+def cost_variant(name: str, **overrides) -> CostVariant:
+    """The named cost variant ("kong2021" or "delssome"), with any fields overridden.
+
+    >>> cost_variant("kong2021", window=40).window
+    40
+    """
+    key = name.lower()
+    if key not in _VARIANTS:
+        raise ValueError(f"unknown cost variant {name!r}; known: {sorted(_VARIANTS)}")
+    fields = {f.name for f in dataclasses.fields(CostVariant)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown CostVariant field(s) {unknown}; fields: {sorted(fields)}")
+    return dataclasses.replace(_VARIANTS[key], **overrides)
+
+
+def fcd_pair_count(n_tr: int, window: int) -> int:
+    """Number of values in the FCD strict upper triangle: W (W - 1) / 2 with W = n_tr - window + 1.
+
+    SPEC section 6: 1,200 TRs and 83-TR windows give 1,118 windows and 624,403 pairs; a repeat's FCD
+    CDF is valid only if it ends at this count.
+    """
+    n_windows = n_tr - window + 1
+    if window < 1 or n_windows < 1:
+        raise ValueError(f"need 1 <= window <= n_tr, got window={window}, n_tr={n_tr}")
+    return n_windows * (n_windows - 1) // 2
+
+
+# --------------------------------------------------------------------------------------------
+# FC and FCD (SPEC section 6; Kong 2021, Methods "Functional connectivity dynamics")
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _triu_flat_index(n: int, device: torch.device) -> Tensor:
+    """Flat indices of the strict upper triangle of an n x n matrix, np.triu_indices(n, 1) order."""
+    rows, cols = np.triu_indices(n, 1)
+    return torch.as_tensor(rows * n + cols, dtype=torch.long, device=device)  # (n (n - 1) / 2,)
+
+
+def upper_triangle(mat) -> Tensor:
+    """Strict upper triangle of the last two axes: (..., N, N) -> (..., E), E = N (N - 1) / 2.
+
+    Same order as ``np.triu_indices(N, 1)`` (row by row). Accepts a tensor or an array.
+    """
+    mat = torch.as_tensor(mat)
+    n = mat.shape[-1]
+    if mat.shape[-2] != n:
+        raise ValueError(f"expected (..., N, N), got {tuple(mat.shape)}")
+    index = _triu_flat_index(n, mat.device)  # (E,)
+    return mat.flatten(-2)[..., index]  # (..., E) (faster than index_select on CPU)
+
+
+def _as_float(x) -> Tensor:
+    """A floating tensor: floats keep their dtype, anything else gets the default dtype."""
+    x = torch.as_tensor(x)
+    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    """Centre and scale the last axis to unit norm, so that dot products are Pearson r.
+
+    A constant row gives 0 / 0 = NaN, which propagates into invalid flags (never an exception).
+    """
+    x = x - x.mean(-1, keepdim=True)
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def fc_matrix(bold) -> Tensor:
+    """Static FC: Pearson correlation between regions over time, (..., N, T) -> (..., N, N)."""
+    x = _unit_rows(_as_float(bold))  # (..., N, T)
+    return x @ x.transpose(-1, -2)  # (..., N, N)
+
+
+def window_fc(bold, window: int) -> Tensor:
+    """Each sliding window's FC upper triangle, (B, N, T) -> (B, W, E), W = T - window + 1.
+
+    Windows of ``window`` TRs with step 1 (SPEC: 83 TRs, 1,118 windows at T = 1,200). No loop over
+    windows: one ``unfold`` view and one batched matrix product (W small N x N products per row).
+    """
+    bold = _as_float(bold)
+    n_tr = bold.shape[-1]
+    if window < 2 or window > n_tr:
+        raise ValueError(f"need 2 <= window <= T, got window={window}, T={n_tr}")
+    x = bold.unfold(-1, window, 1).transpose(-3, -2)  # (B, W, N, L) overlapping view, L = window
+    x = x.clone(memory_format=torch.contiguous_format)  # (B, W, N, L) one copy, then in place
+    x -= x.mean(-1, keepdim=True)  # (much faster than reducing over the strided view)
+    x /= torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # unit rows: dot products are r
+    fc = x @ x.transpose(-1, -2)  # (B, W, N, N)
+    return upper_triangle(fc)  # (B, W, E)
+
+
+def fcd_matrix(bold, window: int) -> Tensor:
+    """FCD: Pearson correlation between the window FC vectors, (B, N, T) -> (B, W, W)."""
+    v = _unit_rows(window_fc(bold, window))  # (B, W, E), each window vector unit-normed
+    return v @ v.transpose(-1, -2)  # (B, W, W)
+
+
+def cumulative_histogram(values: Tensor, hist_min: float, hist_max: float, n_bins: int) -> Tensor:
+    """Per-row cumulative histogram in counts, (B, P) -> (B, n_bins) int64, as numpy.histogram.
+
+    ``n_bins`` equal bins on [hist_min, hist_max]; each bin is [e_i, e_i+1) except the last, which
+    includes hist_max; values outside the range and NaN are not counted. Bin assignment reproduces
+    ``np.histogram(row, n_bins, (hist_min, hist_max))`` on the row's dtype exactly: edges are
+    ``np.linspace`` in float64 cast to that dtype, the index is estimated by scaling and then
+    corrected against the edges by one bin either way, as numpy does. All rows share one
+    ``bincount`` (row b's bins offset by b * n_bins), with no loop over rows.
+    """
+    if values.ndim < 2:
+        raise ValueError(f"values must be (B, P), got {tuple(values.shape)}")
+    if values.dtype in (torch.float16, torch.bfloat16):
+        values = values.float()  # too coarse to place 10,000 bins by scaling
+    n_rows = values.shape[0]
+    values = values.reshape(n_rows, -1)  # (B, P)
+    edges = torch.as_tensor(
+        np.linspace(hist_min, hist_max, n_bins + 1), dtype=values.dtype, device=values.device
+    )  # (n_bins + 1,)
+    keep = (values >= edges[0]) & (values <= edges[-1])  # (B, P); NaN -> False
+    x = torch.where(keep, values, edges[0])  # (B, P) out-of-range values parked on bin 0
+    index = ((x - hist_min) / (hist_max - hist_min) * n_bins).long()  # (B, P) estimate
+    index = index.clamp_(0, n_bins - 1)  # the right edge itself belongs to the last bin
+    index -= (x < edges[index]).long()  # numpy's one-bin corrections against exact edges
+    index += ((x >= edges[index + 1]) & (index != n_bins - 1)).long()
+    offsets = torch.arange(n_rows, device=values.device).unsqueeze(1) * n_bins  # (B, 1)
+    trash = n_rows * n_bins  # one extra bin that collects what is not counted
+    flat = torch.where(keep, index + offsets, trash)  # (B, P)
+    counts = torch.bincount(flat.flatten(), minlength=trash + 1)[:trash]  # (B * n_bins,)
+    return counts.view(n_rows, n_bins).cumsum(-1)  # (B, n_bins) int64
+
+
+def fcd_cdf(bold, variant: CostVariant = KONG2021) -> Tensor:
+    """FCD CDF in counts, (B, N, T) -> (B, n_bins) int64 (SPEC section 6).
+
+    The histogram of the FCD strict upper triangle (W (W - 1) / 2 values) with ``variant.n_bins``
+    equal bins on [``hist_min``, ``hist_max``], cumulated. Values outside the range or NaN are not
+    counted, so a valid repeat ends at ``fcd_pair_count(T, window)``.
+    """
+    fcd = fcd_matrix(bold, variant.window)  # (B, W, W)
+    pairs = upper_triangle(fcd)  # (B, W (W - 1) / 2)
+    return cumulative_histogram(pairs, variant.hist_min, variant.hist_max, variant.n_bins)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: per-repeat statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepeatStats:
+    """Per simulated repeat, before averaging; tensors on the BOLD's device."""
+
+    fc: Tensor  # (B, E) upper triangle of each repeat's FC, BOLD dtype
+    cdf: Tensor  # (B, n_bins) int64 FCD CDF in counts
+    fc_valid: Tensor  # (B,) bool: every FC edge finite
+    fcd_valid: Tensor  # (B,) bool: cdf[:, -1] == fcd_pair_count(T, window)
+
+    def __len__(self) -> int:
+        return self.fc.shape[0]
+
+
+@torch.no_grad()
+def repeat_stats(bold, variant: CostVariant = KONG2021, *, chunk_size: int = 16) -> RepeatStats:
+    """FC, FCD CDF and validity of every simulated repeat, (B, N, T) -> RepeatStats.
+
+    ``bold`` is a tensor (or array) of any floating dtype on any device; the window FCs and FCD
+    products run in that dtype, ``chunk_size`` simulations at a time (about 1 GB of temporaries
+    per 16 simulations at N = 68, T = 1,200 in float32). NaN or Inf BOLD never raises: it gives
+    non-finite FC (``fc_valid`` False) and uncounted FCD values (``fcd_valid`` False).
+    """
+    bold = _as_float(bold)
+    if bold.ndim != 3:
+        raise ValueError(f"bold must be (B, N, T), got {tuple(bold.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    n_tr = bold.shape[-1]
+    n_pairs = fcd_pair_count(n_tr, variant.window)
+    fcs, cdfs = [], []
+    for start in range(0, bold.shape[0], chunk_size):
+        chunk = bold[start : start + chunk_size]  # (b, N, T)
+        fcs.append(upper_triangle(fc_matrix(chunk)))  # (b, E)
+        cdfs.append(fcd_cdf(chunk, variant))  # (b, n_bins)
+    n_edges = bold.shape[1] * (bold.shape[1] - 1) // 2
+    fc = torch.cat(fcs) if fcs else bold.new_empty(0, n_edges)  # (B, E)
+    cdf = torch.cat(cdfs) if cdfs else torch.empty(0, variant.n_bins, dtype=torch.long)  # (B, K)
+    cdf = cdf.to(bold.device)
+    return RepeatStats(
+        fc=fc,
+        cdf=cdf,
+        fc_valid=torch.isfinite(fc).all(-1),  # (B,)
+        fcd_valid=cdf[:, -1] == n_pairs,  # (B,)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: average repeats and cost each group (SPEC section 6)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Costs:
+    """One entry per group of R repeats; float64 (G,) tensors on CPU. Lower is better.
+
+    ``repeats`` is R: costs are comparable only at equal R (more repeats, lower KS).
+    """
+
+    fc_cost: Tensor  # (G,) 1 - corr(f(mean sim FC), f(emp FC)), f = atanh or identity
+    fc_l1: Tensor  # (G,) |mean(mean sim FC) - mean(emp FC)| over the upper triangle
+    ks: Tensor  # (G,) max |mean sim CDF - emp CDF| / emp CDF total
+    total: Tensor  # (G,) fc_cost + ks (+ fc_l1 when the variant uses it)
+    n_valid_fc: Tensor  # (G,) int64 repeats that entered the FC terms
+    n_valid_fcd: Tensor  # (G,) int64 repeats that entered the KS term
+    repeats: int  # R, the repeats per group, to state beside every cost
+
+    def n_valid(self) -> Tensor:
+        """(G,) int64: repeats valid for both terms at most (the smaller of the two counts)."""
+        return torch.minimum(self.n_valid_fc, self.n_valid_fcd)
+
+    def __len__(self) -> int:
+        return self.total.shape[0]
+
+
+def _masked_mean(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean over axis 1 of the rows flagged valid, (G, R, K), (G, R) -> (G, K) float64, (G,).
+
+    Invalid rows are replaced by 0 (not multiplied, so their NaN cannot leak); a group with no valid
+    row gives 0 / 0 = NaN.
+    """
+    if x.is_floating_point():
+        x = x.double()  # integer counts are summed exactly as int64 first
+    n = valid.sum(1)  # (G,)
+    total = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return total.sum(1).double() / n.unsqueeze(-1), n  # (G, K), (G,)
+
+
+def _row_corr(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of each row of a with b, (G, E), (E,) -> (G,)."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean()
+    return (a @ b) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b))
+
+
+def _fisher_z(fc: Tensor) -> Tensor:
+    """atanh, clamped to |r| <= 1 - 1e-7 first (a no-op for any non-degenerate FC)."""
+    return torch.atanh(fc.clamp(-1 + ATANH_CLAMP, 1 - ATANH_CLAMP))
+
+
+def combine_repeats(
+    stats: RepeatStats,
+    emp_fc,
+    emp_cdf,
+    repeats: int,
+    variant: CostVariant = KONG2021,
+    stage: str = "fit",
+) -> Costs:
+    """Average each group's valid repeats and cost it against the empirical FC and FCD CDF.
+
+    Rows of ``stats`` are grouped consecutively: group g is rows g R .. g R + R - 1. ``emp_fc`` is
+    the (N, N) empirical FC, ``emp_cdf`` the (n_bins,) empirical FCD CDF in counts. SPEC section 6:
+
+    - FC cost = 1 - corr(f(mean FC over FC-valid repeats), f(emp FC)), upper triangles, f = atanh
+      (Kong2021) or identity (DELSSOME).
+    - FC L1 = |mean(mean sim FC) - mean(emp FC)| over the upper triangle (FC-valid repeats).
+    - KS = max |mean CDF over FCD-valid repeats - emp CDF| / emp_cdf[-1] (624,403 for HCP).
+    - stage "fit" (training, validation): a term with no valid repeat, or a correlation that comes
+      out NaN, is ``variant.invalid_value`` (10). stage "test": no 10; such a term is NaN, to be
+      left out of the final mean.
+    - total = FC cost + KS (+ FC L1 when ``variant.use_l1``).
+
+    The averaging and correlations run in float64 on the stats' device; the result is on CPU.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {list(STAGES)}")
+    n_rows, n_edges = stats.fc.shape
+    if repeats < 1 or n_rows % repeats:
+        raise ValueError(f"{n_rows} repeats cannot be split into groups of {repeats}")
+    n_groups = n_rows // repeats
+    device = stats.fc.device
+
+    emp_fc = upper_triangle(torch.as_tensor(np.array(emp_fc))).to(device, torch.float64)  # (E,)
+    emp_cdf = torch.as_tensor(np.array(emp_cdf)).to(device, torch.float64).flatten()  # (K,)
+    if emp_fc.shape[0] != n_edges:
+        raise ValueError(f"empirical FC has {emp_fc.shape[0]} edges, simulations {n_edges}")
+    if emp_cdf.shape[0] != stats.cdf.shape[1]:
+        raise ValueError(
+            f"empirical CDF has {emp_cdf.shape[0]} bins, simulations {stats.cdf.shape[1]}"
+        )
+
+    # FC terms
+    fc = stats.fc.reshape(n_groups, repeats, n_edges)  # (G, R, E)
+    fc_mean, n_fc = _masked_mean(fc, stats.fc_valid.reshape(n_groups, repeats))  # (G, E), (G,)
+    f = _fisher_z if variant.fisher_z else (lambda r: r)
+    fc_cost = 1.0 - _row_corr(f(fc_mean), f(emp_fc))  # (G,)
+    fc_l1 = (fc_mean.mean(-1) - emp_fc.mean()).abs()  # (G,)
+
+    # KS term: CDFs summed exactly in int64, then averaged in float64
+    cdf = stats.cdf.reshape(n_groups, repeats, -1)  # (G, R, K)
+    cdf_mean, n_fcd = _masked_mean(cdf, stats.fcd_valid.reshape(n_groups, repeats))  # (G, K)
+    ks = (cdf_mean - emp_cdf).abs().amax(-1) / emp_cdf[-1]  # (G,)
+
+    if stage == "fit":
+        bad = torch.tensor(variant.invalid_value, dtype=torch.float64, device=device)
+        fc_cost = torch.where((n_fc == 0) | fc_cost.isnan(), bad, fc_cost)
+        fc_l1 = torch.where((n_fc == 0) | fc_l1.isnan(), bad, fc_l1)
+        ks = torch.where((n_fcd == 0) | ks.isnan(), bad, ks)
+    total = fc_cost + ks + (fc_l1 if variant.use_l1 else 0.0)  # (G,)
+    return Costs(
+        fc_cost=fc_cost.cpu(),
+        fc_l1=fc_l1.cpu(),
+        ks=ks.cpu(),
+        total=total.cpu(),
+        n_valid_fc=n_fc.cpu(),
+        n_valid_fcd=n_fcd.cpu(),
+        repeats=repeats,
+    )
+
+
+def evaluate(
+    bold,
+    emp_fc,
+    emp_cdf,
+    repeats: int,
+    variant: CostVariant = KONG2021,
+    stage: str = "fit",
+    chunk_size: int = 16,
+) -> Costs:
+    """Cost simulated BOLD (B, N, T), B = G x R rows grouped consecutively (SPEC section 6).
+
+    ``repeat_stats`` followed by ``combine_repeats``; see those for the details.
+    """
+    stats = repeat_stats(bold, variant, chunk_size=chunk_size)
+    return combine_repeats(stats, emp_fc, emp_cdf, repeats, variant, stage)

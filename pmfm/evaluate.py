@@ -1,0 +1,80 @@
+"""Parameters to costs: simulate each set R times and cost it, in memory-bounded chunks.
+
+The one path every stage uses to score parameter sets with the real simulator (the simulator
+objective of the searchers, dataset generation, validation and test).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dataclasses import dataclass
+
+from pmfm.cost import KONG2021, Costs, CostVariant, RepeatStats, combine_repeats, repeat_stats
+from pmfm.data import EmpiricalData
+from pmfm.params import ParamSpace
+from pmfm.sim.simulator import Simulator
+
+MAX_SIMS_PER_CHUNK = 480  # BOLD of one simulation is N x 1,200 floats (326 kB at N = 68, float32)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Costs of S parameter sets and, when asked for, what they were computed from."""
+
+    costs: Costs  # S groups of R repeats
+    stats: RepeatStats | None = None  # per repeat (S*R rows, set-major), on CPU
+    bold: torch.Tensor | None = None  # (S, R, N, T) on CPU
+
+
+def evaluate_params(
+    theta,
+    space: ParamSpace,
+    data: EmpiricalData,
+    simulator: Simulator,
+    *,
+    repeats: int = 3,
+    seed: int = 0,
+    variant: CostVariant = KONG2021,
+    stage: str = "fit",
+    first_key: int = 0,
+    keep_stats: bool = False,
+    keep_bold: bool = False,
+    progress=None,
+) -> Evaluation:
+    """Cost (S, P) parameter sets, each simulated ``repeats`` times on ``data``'s SC.
+
+    Set i's repeats use noise keys ``first_key + i*R .. first_key + i*R + R - 1`` (or the common
+    streams 0..R-1), so a set's result never depends on how the sets were chunked.
+
+    ``progress(n_sets_done)`` is called after each chunk.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    theta = theta[None] if theta.ndim == 1 else theta
+    space.check(theta)
+    n_sets = theta.shape[0]
+    per_chunk = max(1, min(n_sets, MAX_SIMS_PER_CHUNK // repeats))
+    parts, stats_parts, bolds = [], [], []
+    for start in range(0, n_sets, per_chunk):
+        chunk = theta[start : start + per_chunk]
+        noise = simulator.noise_for(len(chunk), repeats, seed, first_key + start * repeats)
+        result = simulator.run(chunk.repeat_interleave(repeats, dim=0), space, data.sc, noise)
+        stats = repeat_stats(result.bold, variant)
+        parts.append(combine_repeats(stats, data.fc, data.fcd_cdf, repeats, variant, stage))
+        if keep_stats:
+            stats_parts.append(RepeatStats(*(t.cpu() for t in (stats.fc, stats.cdf, stats.fc_valid, stats.fcd_valid))))
+        if keep_bold:
+            bolds.append(result.bold.cpu().reshape(len(chunk), repeats, *result.bold.shape[1:]))
+        if progress is not None:
+            progress(len(chunk))
+    costs = Costs(
+        **{f: torch.cat([getattr(p, f) for p in parts]) for f in ("fc_cost", "fc_l1", "ks", "total")},
+        n_valid_fc=torch.cat([p.n_valid_fc for p in parts]),
+        n_valid_fcd=torch.cat([p.n_valid_fcd for p in parts]),
+        repeats=repeats,
+    )
+    stats = None
+    if keep_stats:
+        stats = RepeatStats(*(torch.cat([getattr(p, f) for p in stats_parts]) for f in ("fc", "cdf", "fc_valid", "fcd_valid")))
+    return Evaluation(costs, stats, torch.cat(bolds) if keep_bold else None)
+
