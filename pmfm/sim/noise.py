@@ -9,6 +9,7 @@ The generator is SplitMix64 (Steele, Lea & Flood 2014) used as a counter-based h
 state of counter c in stream k is ``base_k + (c + 1) * gamma`` and its output the SplitMix64
 finaliser; ``base_k`` is itself the finaliser of the seed mixed with the key. Each output gives
 two 32-bit uniforms and, by Box-Muller, the normals of two neighbouring regions of one step. The
+Box-Muller runs in the simulation's precision. The
 whole computation is vectorised int64 torch (wrapping multiplication, logical shifts by masking),
 so it runs the same on any device and a fused kernel can reproduce it bit for bit.
 """
@@ -67,12 +68,12 @@ def keyed_normals(
     steps = torch.arange(step0, step0 + n_steps, dtype=torch.int64, device=device)
     counter = steps[:, None, None] * pairs + torch.arange(pairs, device=device)  # (T, 1, P)
     z = _mix64(bases[:, None] + (counter + 1) * _signed(_GAMMA))  # (T, K, P) wrapping int64
-    hi = _shr(z, 32).to(torch.float64)
-    lo = (z & 0xFFFFFFFF).to(torch.float64)
-    radius = torch.sqrt(-2.0 * torch.log((hi + 1.0) * 2.0**-32))  # u1 in (0, 1]
-    angle = lo * (_TWO_PI * 2.0**-32)  # 2 pi u2, u2 in [0, 1)
-    normals = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)  # (T, K, P, 2)
-    return normals.reshape(n_steps, len(keys), 2 * pairs)[..., :n_regions].to(dtype)
+    hi = _shr(z, 32).to(dtype)
+    lo = (z & 0xFFFFFFFF).to(dtype)
+    radius = torch.log((hi + 1.0).mul_(2.0**-32)).mul_(-2.0).sqrt_()  # u1 in (0, 1]
+    angle = lo.mul_(_TWO_PI * 2.0**-32)  # 2 pi u2, u2 in [0, 1)
+    normals = torch.stack([radius * torch.cos(angle), radius.mul_(torch.sin(angle))], dim=-1)  # (T, K, P, 2)
+    return normals.reshape(n_steps, len(keys), 2 * pairs)[..., :n_regions]
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class Noise:
 class NoiseStream:
     """Serves the (B, N) noise of each step in order, generating blocks of steps at a time."""
 
-    BLOCK_ELEMENTS = 1 << 21  # normals per generated block (bounds memory, keeps it cache-friendly)
+    BLOCK_ELEMENTS = 1 << 19  # normals per generated block (bounds memory, keeps it cache-friendly)
 
     def __init__(self, noise: Noise, batch_size: int, n_regions: int, total_steps: int, dtype, device):
         self.noise, self.n, self.total, self.dtype, self.device = noise, n_regions, total_steps, dtype, device
