@@ -232,10 +232,12 @@ def fcd_cdf(bold, variant: CostVariant = KONG2021) -> Tensor:
 
     The histogram of the FCD strict upper triangle (W (W - 1) / 2 values) with ``variant.n_bins``
     equal bins on [``hist_min``, ``hist_max``], cumulated. Values outside the range or NaN are not
-    counted, so a valid repeat ends at ``fcd_pair_count(T, window)``.
+    counted, so a valid repeat ends at ``fcd_pair_count(T, window)``. Correlations are clamped to
+    [-1, 1] first: nearly identical overlapping windows can round to 1 + 1 ulp, which would
+    otherwise drop a pair and flag a healthy repeat invalid (NaN stays NaN).
     """
     fcd = fcd_matrix(bold, variant.window)  # (B, W, W)
-    pairs = upper_triangle(fcd)  # (B, W (W - 1) / 2)
+    pairs = upper_triangle(fcd).clamp(-1.0, 1.0)  # (B, W (W - 1) / 2)
     return cumulative_histogram(pairs, variant.hist_min, variant.hist_max, variant.n_bins)
 
 
@@ -380,9 +382,7 @@ def combine_repeats(
     if emp_fc.shape[0] != n_edges:
         raise ValueError(f"empirical FC has {emp_fc.shape[0]} edges, simulations {n_edges}")
     if emp_cdf.shape[0] != stats.cdf.shape[1]:
-        raise ValueError(
-            f"empirical CDF has {emp_cdf.shape[0]} bins, simulations {stats.cdf.shape[1]}"
-        )
+        raise ValueError(f"empirical CDF has {emp_cdf.shape[0]} bins, simulations {stats.cdf.shape[1]}")
 
     # FC terms
     fc = stats.fc.reshape(n_groups, repeats, n_edges)  # (G, R, E)

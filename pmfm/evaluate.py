@@ -6,15 +6,16 @@ objective of the searchers, dataset generation, validation and test).
 
 from __future__ import annotations
 
-import torch
-
 from dataclasses import dataclass
+
+import torch
 
 from pmfm.cost import KONG2021, Costs, CostVariant, RepeatStats, combine_repeats, repeat_stats
 from pmfm.data import EmpiricalData
 from pmfm.params import ParamSpace
 from pmfm.sim.simulator import Simulator
 
+STATS_FIELDS = ("fc", "cdf", "fc_valid", "fcd_valid")
 MAX_SIMS_PER_CHUNK = 480  # BOLD of one simulation is N x 1,200 floats (326 kB at N = 68, float32)
 
 
@@ -59,10 +60,10 @@ def evaluate_params(
         chunk = theta[start : start + per_chunk]
         noise = simulator.noise_for(len(chunk), repeats, seed, first_key + start * repeats)
         result = simulator.run(chunk.repeat_interleave(repeats, dim=0), space, data.sc, noise)
-        stats = repeat_stats(result.bold, variant)
-        parts.append(combine_repeats(stats, data.fc, data.fcd_cdf, repeats, variant, stage))
+        chunk_stats = repeat_stats(result.bold, variant)
+        parts.append(combine_repeats(chunk_stats, data.fc, data.fcd_cdf, repeats, variant, stage))
         if keep_stats:
-            stats_parts.append(RepeatStats(*(t.cpu() for t in (stats.fc, stats.cdf, stats.fc_valid, stats.fcd_valid))))
+            stats_parts.append(RepeatStats(*(getattr(chunk_stats, f).cpu() for f in STATS_FIELDS)))
         if keep_bold:
             bolds.append(result.bold.cpu().reshape(len(chunk), repeats, *result.bold.shape[1:]))
         if progress is not None:
@@ -75,6 +76,5 @@ def evaluate_params(
     )
     stats = None
     if keep_stats:
-        stats = RepeatStats(*(torch.cat([getattr(p, f) for p in stats_parts]) for f in ("fc", "cdf", "fc_valid", "fcd_valid")))
+        stats = RepeatStats(*(torch.cat([getattr(p, f) for p in stats_parts]) for f in STATS_FIELDS))
     return Evaluation(costs, stats, torch.cat(bolds) if keep_bold else None)
-

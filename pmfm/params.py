@@ -39,7 +39,10 @@ class Bounds:
     w: tuple[float, float] = (0.0, 1.0)  # recurrent strength, dimensionless
     I: tuple[float, float] = (0.0, 0.5)  # external input, nA
     G: tuple[float, float] = (1.0, 10.0)  # global coupling, dimensionless
-    sigma: tuple[float, float] = (0.0005, 0.01)  # noise amplitude, "ms units" (see pmfm.sim.dynamics)
+    sigma: tuple[float, float] = (
+        0.0005,
+        0.01,
+    )  # noise amplitude, "ms units" (see pmfm.sim.dynamics)
 
     def of(self, name: str) -> tuple[float, float]:
         return getattr(self, name)
@@ -159,7 +162,9 @@ class ParamSpace:
             for b in torch.nonzero(outside.any(dim=1) & ~nonfinite).flatten().tolist():
                 regions = torch.nonzero(outside[b]).flatten()
                 v = values[b, regions[0]].item()
-                where = "" if name == "G" else f" in {len(regions)} region(s), first region {regions[0].item()}"
+                where = (
+                    "" if name == "G" else f" in {len(regions)} region(s), first region {regions[0].item()}"
+                )
                 problems.append(f"set {b}: {name} = {v:.6g}{where}, expected within [{lo}, {hi}]")
         return problems
 
@@ -283,13 +288,18 @@ def read_params_csv(path, space: ParamSpace) -> torch.Tensor:
     if not _is_number(header[0]):
         missing = [n for n in space.names if n not in [h.strip() for h in header]]
         if missing:
-            raise ParamError(f"{path}: header lacks column(s) {', '.join(missing[:5])}; expected {', '.join(space.names[:10])}")
+            raise ParamError(
+                f"{path}: header lacks column(s) {', '.join(missing[:5])}; "
+                f"expected {', '.join(space.names[:10])}"
+            )
         columns = [[h.strip() for h in header].index(n) for n in space.names]
         rows = rows[1:]
     values = []
     for i, row in enumerate(rows, start=1):
-        if len(row) < space.dim or (columns == list(range(space.dim)) and len(row) != space.dim):
-            raise ParamError(f"{path}: row {i} has {len(row)} values; expected {space.dim} ({', '.join(space.names[:10])})")
+        if len(row) <= max(columns) or (columns == list(range(space.dim)) and len(row) != space.dim):
+            raise ParamError(
+                f"{path}: row {i} has {len(row)} values; expected {space.dim} ({', '.join(space.names[:10])})"
+            )
         try:
             values.append([float(row[c]) for c in columns])
         except ValueError as err:

@@ -22,7 +22,9 @@ def _square(upper: np.ndarray, n: int) -> np.ndarray:
     return mat
 
 
-def plot_fc_fcd(stats: RepeatStats, data: EmpiricalData, repeats: int, variant, path: Path, max_sets: int = 4):
+def plot_fc_fcd(
+    stats: RepeatStats, data: EmpiricalData, repeats: int, variant, path: Path, max_sets: int = 4
+):
     """For the first ``max_sets`` sets: mean simulated FC beside the empirical FC, and FCD CDFs."""
     n = data.n_regions
     n_sets = min(max_sets, len(stats.fc) // repeats)
@@ -49,7 +51,12 @@ def plot_fc_fcd(stats: RepeatStats, data: EmpiricalData, repeats: int, variant, 
             cdfs = stats.cdf[rows].numpy()[fcd_ok]
             for cdf in cdfs:
                 ax_cdf.plot(grid, cdf / cdf[-1], color="C1", alpha=0.35, lw=0.8)
-            ax_cdf.plot(grid, cdfs.mean(0) / cdfs[0, -1], color="C1", label=f"simulated (mean of {len(cdfs)})")
+            ax_cdf.plot(
+                grid,
+                cdfs.mean(0) / cdfs[0, -1],
+                color="C1",
+                label=f"simulated (mean of {len(cdfs)})",
+            )
         ax_cdf.set_xlabel("FCD value")
         ax_cdf.set_ylabel("cumulative fraction")
         ax_cdf.set_title("FCD CDF")

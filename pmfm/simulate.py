@@ -18,11 +18,12 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pmfm.cost import cost_variant
+from pmfm.cost import Costs, RepeatStats, cost_variant
 from pmfm.data import DataError, EmpiricalData, bundled_path, load
-from pmfm.evaluate import Evaluation, evaluate_params
+from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamError, ParamSpace, read_params_csv
 from pmfm.plots import plot_fc_fcd
 from pmfm.sim.simulator import Simulator
@@ -33,7 +34,13 @@ COST_COLUMNS = ("fc_cost", "fc_l1", "ks", "total", "n_valid", "repeats")
 
 def load_data(cfg: DictConfig, simulator: Simulator, variant) -> EmpiricalData:
     """The configured split, validated against the simulator's TRs and the cost's FCD settings."""
-    return load(cfg.path, cfg.split, n_tr=simulator.protocol.n_tr, window=variant.window, n_bins=variant.n_bins)
+    return load(
+        cfg.path,
+        cfg.split,
+        n_tr=simulator.protocol.n_tr,
+        window=variant.window,
+        n_bins=variant.n_bins,
+    )
 
 
 def run(cfg: DictConfig, out_dir: Path) -> float:
@@ -45,27 +52,45 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     if cfg.params_csv:
         theta = read_params_csv(cfg.params_csv, space)
     else:
-        theta = read_params_csv(bundled_path().parent / "kong2021_example.csv", space)[cfg.example - 1 : cfg.example]
+        theta = read_params_csv(bundled_path().parent / "kong2021_example.csv", space)[
+            cfg.example - 1 : cfg.example
+        ]
     log.info(
         "%d set(s) x R=%d on %s/%s, %s %s on %s",
-        len(theta), cfg.repeats, data.name, data.split, simulator.name, str(simulator.dtype)[6:], simulator.device,
+        len(theta),
+        cfg.repeats,
+        data.name,
+        data.split,
+        simulator.name,
+        str(simulator.dtype)[6:],
+        simulator.device,
     )
     result = evaluate_params(
-        theta, space, data, simulator, repeats=cfg.repeats, seed=cfg.seed, variant=variant,
-        keep_stats=True, keep_bold=cfg.save_bold,
+        theta,
+        space,
+        data,
+        simulator,
+        repeats=cfg.repeats,
+        seed=cfg.seed,
+        variant=variant,
+        keep_stats=True,
+        keep_bold=cfg.save_bold,
     )
-    write_outputs(result, out_dir, cfg.save_bold)
-    print(cost_table(result, variant.name))
+    stats = result.stats
+    assert stats is not None  # asked for with keep_stats
+    write_outputs(result.costs, stats, result.bold, out_dir)
+    print(cost_table(result.costs, variant.name))
     if cfg.plot:
-        plot_fc_fcd(result.stats, data, cfg.repeats, variant, out_dir / "fc_fcd.png")
+        plot_fc_fcd(stats, data, cfg.repeats, variant, out_dir / "fc_fcd.png")
     return float(result.costs.total.mean())
 
 
-def cost_table(result: Evaluation, variant: str) -> str:
+def cost_table(c: Costs, variant: str) -> str:
     """A plain-text table of each set's costs."""
-    c = result.costs
-    lines = [f"costs ({variant}, R = {c.repeats} repeats per set; lower is better)",
-             f"{'set':>4} {'fc_cost':>9} {'fc_l1':>9} {'ks':>9} {'total':>9} {'n_valid':>8}"]
+    lines = [
+        f"costs ({variant}, R = {c.repeats} repeats per set; lower is better)",
+        f"{'set':>4} {'fc_cost':>9} {'fc_l1':>9} {'ks':>9} {'total':>9} {'n_valid':>8}",
+    ]
     for i in range(len(c)):
         lines.append(
             f"{i + 1:>4} {c.fc_cost[i]:9.4f} {c.fc_l1[i]:9.4f} {c.ks[i]:9.4f} {c.total[i]:9.4f} "
@@ -74,22 +99,27 @@ def cost_table(result: Evaluation, variant: str) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(result: Evaluation, out_dir: Path, save_bold: bool) -> None:
-    """costs.csv (input order), per-repeat FC and FCD CDF, and BOLD."""
-    c = result.costs
+def write_outputs(c: Costs, stats: RepeatStats, bold: torch.Tensor | None, out_dir: Path) -> None:
+    """costs.csv (input order), per-repeat FC and FCD CDF, and BOLD when kept."""
     table = np.column_stack([c.fc_cost, c.fc_l1, c.ks, c.total, c.n_valid(), np.full(len(c), c.repeats)])
-    np.savetxt(out_dir / "costs.csv", table, delimiter=",", header=",".join(COST_COLUMNS), comments="",
-               fmt=["%.8g"] * 4 + ["%d", "%d"])
+    np.savetxt(
+        out_dir / "costs.csv",
+        table,
+        delimiter=",",
+        header=",".join(COST_COLUMNS),
+        comments="",
+        fmt=["%.8g"] * 4 + ["%d", "%d"],
+    )
     n_sets, r = len(c), c.repeats
-    np.save(out_dir / "fc.npy", result.stats.fc.reshape(n_sets, r, -1).numpy())
-    np.save(out_dir / "fcd_cdf.npy", result.stats.cdf.reshape(n_sets, r, -1).numpy())
-    if save_bold:
-        np.savez_compressed(out_dir / "bold.npz", bold=result.bold.to(torch.float32).numpy())
+    np.save(out_dir / "fc.npy", stats.fc.reshape(n_sets, r, -1).numpy())
+    np.save(out_dir / "fcd_cdf.npy", stats.cdf.reshape(n_sets, r, -1).numpy())
+    if bold is not None:
+        np.savez_compressed(out_dir / "bold.npz", bold=bold.to(torch.float32).numpy())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
 def main(cfg: DictConfig) -> float:
-    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return run(cfg, out_dir)
     except (DataError, ParamError) as err:

@@ -10,7 +10,7 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 (legacy global state some libraries still read)
     torch.manual_seed(0)
 
 
@@ -21,3 +21,44 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+TINY_REGIONS = 8
+TINY_TR = 100  # TRs kept by the shrunk protocol of the tests
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """A CBIG-format folder (split "test") with 8 regions whose FCD total fits 100 TRs."""
+    from pmfm.cost import KONG2021, fc_matrix, fcd_cdf
+
+    rng = np.random.default_rng(0)
+    n = TINY_REGIONS
+    sc = rng.uniform(0, 100, (n, n))
+    sc = (sc + sc.T) / 2
+    np.fill_diagonal(sc, 0)
+    bold = torch.tensor(rng.standard_normal((1, n, TINY_TR)))
+    bold = bold + 0.5 * bold.mean(1, keepdim=True)  # some shared signal: positive FC
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    np.savetxt(folder / "sc_test.csv", sc, delimiter=",")
+    np.savetxt(folder / "fc_test.csv", fc_matrix(bold)[0].numpy(), delimiter=",")
+    from scipy.io import savemat
+
+    savemat(folder / "fcd_test.mat", {"test_aveM": fcd_cdf(bold, KONG2021)[0].numpy()[:, None]})
+    np.savetxt(folder / "myelin.csv", rng.uniform(1.0, 1.7, n))
+    np.savetxt(folder / "rsfc_gradient.csv", rng.uniform(-5, 7, n))
+    return folder
+
+
+def tiny_overrides(folder) -> list[str]:
+    """Hydra overrides that shrink a run to the tiny folder: 100 TRs, short warm-up."""
+    return [
+        "data=folder",
+        f"data.path={folder}",
+        "data.split=test",
+        "simulator.protocol.warmup_steps=100",
+        "simulator.protocol.burn_in_samples=2",
+        f"simulator.protocol.duration_s={((TINY_TR + 2) * 72 - 1) * 0.01:.2f}",
+        "device=cpu",
+    ]

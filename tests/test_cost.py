@@ -55,11 +55,7 @@ def np_group_costs(fcs, cdfs, emp_fc, emp_cdf, variant):
     """Explicit SPEC section 6 formulas for one group of already-valid repeats."""
     emp = np_upper(emp_fc)
     mean_fc = np.mean(fcs, axis=0)
-    f = (
-        (lambda r: np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7)))
-        if variant.fisher_z
-        else (lambda r: r)
-    )
+    f = (lambda r: np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7))) if variant.fisher_z else (lambda r: r)
     fc_cost = 1 - np.corrcoef(f(mean_fc), f(emp))[0, 1]
     fc_l1 = abs(mean_fc.mean() - emp.mean())
     ks = np.max(np.abs(np.mean(cdfs, axis=0) - emp_cdf)) / emp_cdf[-1]
@@ -104,9 +100,7 @@ def test_window_fc_matches_loop_of_corrcoef(window):
     wfc = window_fc(bold, window)
     assert wfc.shape == (3, 80 - window + 1, 36)
     for b in range(3):
-        np.testing.assert_allclose(
-            wfc[b].numpy(), np_window_fc(bold[b].numpy(), window), atol=1e-10
-        )
+        np.testing.assert_allclose(wfc[b].numpy(), np_window_fc(bold[b].numpy(), window), atol=1e-10)
 
 
 def test_window_fc_leaves_input_untouched_when_one_window():
@@ -114,9 +108,7 @@ def test_window_fc_leaves_input_untouched_when_one_window():
     before = bold.clone()
     wfc = window_fc(bold, 20)  # W = 1: the unfold view is contiguous, must still be copied
     assert torch.equal(bold, before)
-    np.testing.assert_allclose(
-        wfc[:, 0].numpy(), upper_triangle(fc_matrix(bold)).numpy(), atol=1e-12
-    )
+    np.testing.assert_allclose(wfc[:, 0].numpy(), upper_triangle(fc_matrix(bold)).numpy(), atol=1e-12)
 
 
 def test_fcd_matrix_matches_numpy():
@@ -325,9 +317,7 @@ def test_only_valid_repeats_enter_the_means():
     assert costs.n_valid_fc.tolist() == [2, 2] and costs.n_valid_fcd.tolist() == [2, 2]
     groups = {0: ([0, 2], [0, 2]), 1: ([3, 5], [4, 5])}  # group: (FC-valid rows, FCD-valid rows)
     for g, (fc_rows, fcd_rows) in groups.items():
-        expected = np_group_costs(
-            fc[fc_rows].numpy(), cdf[fcd_rows].numpy(), emp_fc, emp_cdf, variant
-        )
+        expected = np_group_costs(fc[fc_rows].numpy(), cdf[fcd_rows].numpy(), emp_fc, emp_cdf, variant)
         got = [costs.fc_cost[g], costs.fc_l1[g], costs.ks[g], costs.total[g]]
         np.testing.assert_allclose([float(v) for v in got], expected, atol=1e-12)
 
@@ -368,9 +358,7 @@ def test_fc_edge_of_exactly_one_is_clamped_not_10():
     fc = torch.tensor([[1.0, 0.2, 0.5]], dtype=torch.float64)
     stats = RepeatStats(fc, torch.tensor([[1, 2, 3]]), torch.tensor([True]), torch.tensor([True]))
     emp_fc = np.array([[1.0, 0.3, 0.6], [0.3, 1.0, 0.7], [0.6, 0.7, 1.0]])
-    costs = combine_repeats(
-        stats, emp_fc, np.array([1, 2, 3]), 1, dataclasses.replace(KONG2021, n_bins=3)
-    )
+    costs = combine_repeats(stats, emp_fc, np.array([1, 2, 3]), 1, dataclasses.replace(KONG2021, n_bins=3))
     z = np.arctanh([1 - 1e-7, 0.2, 0.5])
     expected = 1 - np.corrcoef(z, np.arctanh([0.3, 0.6, 0.7]))[0, 1]
     np.testing.assert_allclose(costs.fc_cost.item(), expected, atol=1e-12)

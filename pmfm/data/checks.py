@@ -78,9 +78,7 @@ def check_sc(sc: np.ndarray, path: Path) -> np.ndarray:
     neg = sc < 0
     if neg.any():
         i = _first_index(neg)
-        raise DataError(
-            path, f"SC has {int(neg.sum())} negative value(s), first at {i}", "values >= 0"
-        )
+        raise DataError(path, f"SC has {int(neg.sum())} negative value(s), first at {i}", "values >= 0")
     scale = float(sc.max())
     if scale == 0.0:
         raise DataError(path, "SC is all zeros", "at least one positive connection")
@@ -127,9 +125,7 @@ def check_fc(fc: np.ndarray, path: Path) -> np.ndarray:
     return np.clip(fc, -1.0, 1.0)
 
 
-def check_fcd_cdf(
-    cdf: np.ndarray, path: Path, *, n_bins: int, n_tr: int, window: int
-) -> np.ndarray:
+def check_fcd_cdf(cdf: np.ndarray, path: Path, *, n_bins: int, n_tr: int, window: int) -> np.ndarray:
     """FCD cumulative histogram (counts): a vector of `n_bins` non-negative, non-decreasing
     integers ending at `fcd_pair_count(n_tr, window)`. Returns it as int64, shape (n_bins,).
     """
@@ -180,9 +176,7 @@ def check_covariate(x: np.ndarray, path: Path, n_regions: int, what: str) -> np.
     """A regional covariate (myelin, gradient): finite, one value per region. Shape (N,)."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)  # (N,)
     if x.size != n_regions:
-        raise DataError(
-            path, f"{what} has {x.size} values", f"{n_regions} (one per region, N from SC)"
-        )
+        raise DataError(path, f"{what} has {x.size} values", f"{n_regions} (one per region, N from SC)")
     _check_finite(x, path, what)
     return x
 
@@ -190,9 +184,7 @@ def check_covariate(x: np.ndarray, path: Path, n_regions: int, what: str) -> np.
 def check_names(names: list[str], path: Path, n_regions: int) -> tuple[str, ...]:
     """Region names: one non-empty string per region."""
     if len(names) != n_regions:
-        raise DataError(
-            path, f"{len(names)} region names", f"{n_regions} (one per region, N from SC)"
-        )
+        raise DataError(path, f"{len(names)} region names", f"{n_regions} (one per region, N from SC)")
     empty = [i for i, n in enumerate(names) if not n]
     if empty:
         raise DataError(path, f"region name {empty[0]} is empty", "non-empty names")

@@ -43,9 +43,7 @@ def read_mat_variable(path: Path, names: tuple[str, ...]) -> np.ndarray:
     try:
         contents = scipy.io.loadmat(path)
     except NotImplementedError as err:  # scipy raises this for v7.3 (HDF5) files
-        raise DataError(
-            path, f"cannot read ({err})", "a MATLAB v7 or older .mat file (save -v7)"
-        ) from err
+        raise DataError(path, f"cannot read ({err})", "a MATLAB v7 or older .mat file (save -v7)") from err
     except Exception as err:  # scipy raises several types for corrupt files
         raise DataError(path, f"cannot read as a .mat file ({err})", "a MATLAB .mat file") from err
     for name in names:

@@ -26,7 +26,6 @@ S0 = 0.001  # initial synaptic gating everywhere; S is never clipped
 SC_SCALE = 0.2  # C = SC / max(SC) * 0.2
 
 
-
 def coupling_matrix(sc: torch.Tensor, scale: float = SC_SCALE) -> torch.Tensor:
     """C = SC / max(SC) * scale, (N, N)."""
     return sc / sc.max() * scale
@@ -44,7 +43,14 @@ def firing_rate(x: torch.Tensor) -> torch.Tensor:
     return ratio.masked_fill_(y == 0, 1.0).mul_(1.0 / D)
 
 
-def synaptic_input(s: torch.Tensor, jw: torch.Tensor, jg: torch.Tensor, i_ext: torch.Tensor, ct: torch.Tensor, coupling):
+def synaptic_input(
+    s: torch.Tensor,
+    jw: torch.Tensor,
+    jg: torch.Tensor,
+    i_ext: torch.Tensor,
+    ct: torch.Tensor,
+    coupling,
+):
     """x = J w S + J G (C S) + I, (B, N); ``jw = J*w`` (B, N), ``jg = J*G`` (B, 1), ``ct = C^T``."""
     return torch.addcmul(torch.addcmul(i_ext, jw, s), jg, coupling(s, ct))
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pmfm.sim.batching import GRAIN, LANES
+
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15  # SplitMix64 increment (golden ratio)
 _M1 = 0xBF58476D1CE4E5B9  # finaliser multipliers (Stafford's mix 13)
@@ -59,12 +61,37 @@ def stream_base(seed: int, key: int) -> int:
 
 
 def keyed_normals(
-    seed: int, keys: torch.Tensor, step0: int, n_steps: int, n_regions: int, dtype=torch.float32, device=None
+    seed: int,
+    keys: torch.Tensor,
+    step0: int,
+    n_steps: int,
+    n_regions: int,
+    dtype=torch.float32,
+    device=None,
 ) -> torch.Tensor:
     """Standard normals (n_steps, K, n_regions) for steps step0 .. step0+n_steps-1 of each key's stream."""
     device = torch.device(device) if device is not None else keys.device
     pairs = (n_regions + 1) // 2
     bases = torch.tensor([stream_base(seed, int(k)) for k in keys.tolist()], dtype=torch.int64, device=device)
+    if device.type != "cpu":
+        return _normals(bases, step0, n_steps, pairs, dtype)[..., :n_regions]
+    # CPU: tiles of LANES whole steps at aligned positions and under GRAIN elements, so that each
+    # value is computed by the same SIMD code whatever the batch (see pmfm.sim.batching)
+    first = step0 // LANES * LANES
+    last = -(-(step0 + n_steps) // LANES) * LANES
+    key_tile = max(1, (GRAIN - 1) // (LANES * pairs))
+    out = torch.empty((last - first, len(keys), 2 * pairs), dtype=dtype)
+    for k0 in range(0, len(keys), key_tile):
+        for t0 in range(first, last, LANES):
+            out[t0 - first : t0 - first + LANES, k0 : k0 + key_tile] = _normals(
+                bases[k0 : k0 + key_tile], t0, LANES, pairs, dtype
+            )
+    return out[step0 - first : step0 - first + n_steps, :, :n_regions]
+
+
+def _normals(bases: torch.Tensor, step0: int, n_steps: int, pairs: int, dtype) -> torch.Tensor:
+    """(n_steps, K, 2 * pairs) normals of the streams starting at ``bases`` (K,) int64."""
+    device = bases.device
     steps = torch.arange(step0, step0 + n_steps, dtype=torch.int64, device=device)
     counter = steps[:, None, None] * pairs + torch.arange(pairs, device=device)  # (T, 1, P)
     z = _mix64(bases[:, None] + (counter + 1) * _signed(_GAMMA))  # (T, K, P) wrapping int64
@@ -73,7 +100,7 @@ def keyed_normals(
     radius = torch.log((hi + 1.0).mul_(2.0**-32)).mul_(-2.0).sqrt_()  # u1 in (0, 1]
     angle = lo.mul_(_TWO_PI * 2.0**-32)  # 2 pi u2, u2 in [0, 1)
     normals = torch.stack([radius * torch.cos(angle), radius.mul_(torch.sin(angle))], dim=-1)  # (T, K, P, 2)
-    return normals.reshape(n_steps, len(keys), 2 * pairs)[..., :n_regions]
+    return normals.reshape(n_steps, len(bases), 2 * pairs)
 
 
 @dataclass(frozen=True)
@@ -107,9 +134,28 @@ class Noise:
     def subset(self, index: slice, batch_size: int) -> Noise:
         """The noise of simulations ``index`` of a batch (keys stay attached to their simulation)."""
         if self.mode == "explicit":
-            vals = self.values if self.values.shape[0] == 1 else self.values[index]
-            return Noise(values=vals, mode="explicit")
+            vals = self.explicit_values()
+            return Noise(values=vals if vals.shape[0] == 1 else vals[index], mode="explicit")
         return Noise(seed=self.seed, keys=self.resolved_keys(batch_size)[index], mode=self.mode)
+
+    def padded(self, extra: int) -> Noise:
+        """This noise with ``extra`` more simulations that copy the last one's stream."""
+        if extra == 0:
+            return self
+        if self.mode == "explicit":
+            vals = self.explicit_values()
+            if vals.shape[0] == 1:
+                return self
+            return Noise(values=torch.cat([vals, vals[-1:].expand(extra, -1, -1)]), mode="explicit")
+        if self.keys is None:
+            raise ValueError("resolve the keys (Noise.subset) before padding")
+        keys = self.keys
+        return Noise(seed=self.seed, keys=torch.cat([keys, keys[-1:].expand(extra)]), mode=self.mode)
+
+    def explicit_values(self) -> torch.Tensor:
+        if self.values is None:
+            raise ValueError("this noise has no explicit values")
+        return self.values
 
     def resolved_keys(self, batch_size: int) -> torch.Tensor:
         if self.keys is None:
@@ -128,29 +174,44 @@ class NoiseStream:
     BLOCK_ELEMENTS = 1 << 19  # normals per generated block (bounds memory, keeps it cache-friendly)
 
     def __init__(self, noise: Noise, batch_size: int, n_regions: int, total_steps: int, dtype, device):
-        self.noise, self.n, self.total, self.dtype, self.device = noise, n_regions, total_steps, dtype, device
+        self.noise, self.n, self.total = noise, n_regions, total_steps
+        self.dtype, self.device = dtype, device
         if noise.mode == "explicit":
-            values = noise.values
+            values = noise.explicit_values()
             if values.ndim != 3 or values.shape[0] not in (1, batch_size) or values.shape[1] != n_regions:
-                raise ValueError(f"explicit noise must be (B or 1, {n_regions}, steps), got {tuple(values.shape)}")
+                raise ValueError(
+                    f"explicit noise must be (B or 1, {n_regions}, steps), got {tuple(values.shape)}"
+                )
             if values.shape[2] < total_steps:
-                raise ValueError(f"explicit noise covers {values.shape[2]} steps, the protocol needs {total_steps}")
+                raise ValueError(
+                    f"explicit noise covers {values.shape[2]} steps, the protocol needs {total_steps}"
+                )
             self.values = values.to(device=device, dtype=dtype).expand(batch_size, -1, -1)
             return
         keys = noise.resolved_keys(batch_size)
         self.unique, self.inverse = torch.unique(keys, return_inverse=True)
         self.inverse = self.inverse.to(device)
         self.gather = not torch.equal(self.unique, keys)  # repeated or unsorted keys: index per block
-        self.block_steps = max(1, min(total_steps, self.BLOCK_ELEMENTS // (len(self.unique) * n_regions)))
-        self.block_start, self.block = -1, None
+        steps = self.BLOCK_ELEMENTS // (len(self.unique) * n_regions) // LANES * LANES
+        self.block_steps = max(LANES, steps)  # a multiple of LANES: blocks start on aligned steps
+        self.block_start = -1
+        self.block: torch.Tensor | None = None
 
     def at(self, step: int) -> torch.Tensor:
         """Standard normals (B, N) for global step ``step`` (0 = first warm-up step)."""
         if self.noise.mode == "explicit":
             return self.values[:, :, step]
         if not (self.block_start <= step < self.block_start + self.block_steps) or self.block is None:
-            self.block_start = step
-            n_steps = min(self.block_steps, self.total - step)
-            block = keyed_normals(self.noise.seed, self.unique, step, n_steps, self.n, self.dtype, self.device)
+            self.block_start = step // self.block_steps * self.block_steps
+            n_steps = min(self.block_steps, self.total - self.block_start)
+            block = keyed_normals(
+                self.noise.seed,
+                self.unique,
+                self.block_start,
+                n_steps,
+                self.n,
+                self.dtype,
+                self.device,
+            )
             self.block = block[:, self.inverse] if self.gather else block
         return self.block[step - self.block_start]

@@ -14,7 +14,6 @@ Differences from the reference Euler path (pmfm.sim.euler), by construction:
 from __future__ import annotations
 
 import torch
-from torchdiffeq import odeint
 
 from pmfm.params import RegionalParams
 from pmfm.sim import balloon, dynamics
@@ -32,6 +31,8 @@ def integrate_odeint(
     method: str = "euler",
 ) -> dict[str, torch.Tensor]:
     """Same interface and outputs as :func:`pmfm.sim.euler.integrate_euler`."""
+    from torchdiffeq import odeint  # only this path needs it (GPU machines may lack it)
+
     dt = protocol.dt
     bsz, n = params.w.shape
     dtype, device = params.w.dtype, params.w.device

@@ -29,12 +29,15 @@ class SimProtocol:
             raise ValueError(f"dt, duration_s and tr_s must be positive, got {self}")
         ratio = self.tr_s / self.dt
         if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-            raise ValueError(f"tr_s / dt must be a whole number of steps, got {self.tr_s} / {self.dt} = {ratio}")
+            raise ValueError(
+                f"tr_s / dt must be a whole number of steps, got {self.tr_s} / {self.dt} = {ratio}"
+            )
         if self.warmup_steps < 0 or self.burn_in_samples < 0:
             raise ValueError("warmup_steps and burn_in_samples must be >= 0")
         if self.n_tr < 1:
             raise ValueError(
-                f"the protocol keeps no TR: {self.n_samples} samples, {self.burn_in_samples} dropped as burn-in"
+                f"the protocol keeps no TR: {self.n_samples} samples, "
+                f"{self.burn_in_samples} dropped as burn-in"
             )
 
     @property

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pmfm.params import ParamSpace
-from pmfm.sim import dynamics
+from pmfm.sim import batching, dynamics
 from pmfm.sim.euler import integrate_euler
 from pmfm.sim.noise import Noise
 from pmfm.sim.odeint import integrate_odeint
@@ -56,9 +56,12 @@ def simulate(
         noise: keyed noise (independent per simulation, common random numbers, or explicit).
         method: ``"euler"`` (the reference) or ``"torchdiffeq"``.
         device, dtype: where and in which precision to integrate (float32 reference, float64 available).
-        chunk_size: simulations integrated together (bounds memory); results do not depend on it.
-        coupling: ``"fixed_order"`` makes results bitwise independent of batch composition (the
-            default on CPU); ``"matmul"`` is faster (the default on CUDA).
+        chunk_size: simulations integrated together (bounds memory). On the CPU chunks are padded
+            and capped (pmfm.sim.batching) so that, with ``coupling="fixed_order"``, every result
+            is bitwise the same whatever the batch or chunk size.
+        coupling: ``"fixed_order"`` (the CPU default) sums the coupling in a fixed order per
+            simulation; ``"matmul"`` (the CUDA default) is faster but its rounding depends on the
+            batch size.
         record_s: also return S at the kept samples.
         progress: optional callable(n_done) called after each chunk.
 
@@ -76,24 +79,33 @@ def simulate(
         raise ValueError(f"unknown integration method {method!r}; expected one of {sorted(INTEGRATORS)}")
     if coupling == "auto":
         coupling = "matmul" if device.type == "cuda" else "fixed_order"
-    sc = torch.as_tensor(np.array(sc, dtype=np.float64) if isinstance(sc, np.ndarray) else sc, dtype=torch.float64)
+    sc = torch.as_tensor(
+        np.array(sc, dtype=np.float64) if isinstance(sc, np.ndarray) else sc, dtype=torch.float64
+    )
     if sc.shape != (space.n_regions, space.n_regions):
         raise ValueError(f"SC is {tuple(sc.shape)}, the parameter space has {space.n_regions} regions")
     c = dynamics.coupling_matrix(sc).to(device=device, dtype=dtype)
 
-    bsz = theta.shape[0]
-    chunk = chunk_size or (bsz if device.type == "cpu" else 4096)
+    bsz, n = theta.shape[0], space.n_regions
+    on_cpu = device.type == "cpu"
+    limit = batching.cpu_chunk_limit(n) if on_cpu else 4096
+    chunk = min(chunk_size or limit, limit)
     integrate = INTEGRATORS[method]
     parts = []
     for start in range(0, bsz, chunk):
         index = slice(start, min(start + chunk, bsz))
-        params = space.regional(theta[index]).to(device=device, dtype=dtype)
-        stream = noise.subset(index, bsz).stream(
-            params.batch_size, space.n_regions, protocol.total_steps, dtype, device
-        )
-        parts.append(integrate(params, c, protocol, stream, coupling=COUPLINGS[coupling], record_s=record_s))
+        rows = index.stop - index.start
+        chunk_theta, chunk_noise = theta[index], noise.subset(index, bsz)
+        if on_cpu:  # pad with copies of the last simulation: whole SIMD vectors (pmfm.sim.batching)
+            pad = batching.padded_size(rows, n) - rows
+            chunk_theta = torch.cat([chunk_theta, chunk_theta[-1:].expand(pad, -1)])
+            chunk_noise = chunk_noise.padded(pad)
+        params = space.regional(chunk_theta).to(device=device, dtype=dtype)
+        stream = chunk_noise.stream(params.batch_size, n, protocol.total_steps, dtype, device)
+        out = integrate(params, c, protocol, stream, coupling=COUPLINGS[coupling], record_s=record_s)
+        parts.append({k: out[k][:rows] for k in ("bold", "s") if k in out})
         if progress is not None:
-            progress(index.stop - index.start)
+            progress(rows)
     bold = torch.cat([p["bold"] for p in parts])
     s = torch.cat([p["s"] for p in parts]) if record_s else None
     valid = torch.isfinite(bold).flatten(1).all(dim=1)

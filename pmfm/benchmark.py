@@ -1,0 +1,187 @@
+"""Throughput of the simulator and the cost: ``python -m pmfm.benchmark``.
+
+Simulates the Kong2021 example sets (tiled to the batch) on the bundled SC and costs random BOLD,
+after a warm-up, synchronising the device around each timing, and reports medians over
+``--repeats`` timings. With ``--steps N`` only N main steps are timed (no warm-up steps) and the
+per-step time is extrapolated to the full protocol's 99,401 steps (1,000 warm-up + 98,401 main;
+warm-up steps skip the Balloon, so the extrapolation is slightly pessimistic). Rows are appended to
+``--results-file`` (see benchmarks/README.md). Needs only torch, numpy and scipy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import functools
+import io
+import itertools
+import os
+import statistics
+import time
+from math import nan
+from pathlib import Path
+
+import torch
+
+from pmfm.cost import repeat_stats
+from pmfm.data import bundled_path, load_bundled
+from pmfm.params import ParamSpace, read_params_csv
+from pmfm.sim import Noise, SimProtocol, simulate
+
+COLUMNS = ("date", "device", "torch", "implementation", "batch", "sims_per_s")
+FULL = SimProtocol()  # the reference protocol: 99,401 steps, 1,200 TRs kept
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def device_name(device: torch.device) -> str:
+    """GPU name, or the CPU model from /proc/cpuinfo and the cores this process may use."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    model = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "CPU")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} ({cores} cores)"
+
+
+def _median_time(fn, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``fn()`` over ``repeats`` runs, and peak CUDA memory in MiB (else nan)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else nan
+    return statistics.median(times), peak
+
+
+def run_benchmark(
+    batches=(15,),
+    methods=("euler",),
+    device="auto",
+    dtype="float32",
+    coupling="auto",
+    steps: int | None = None,
+    repeats: int | None = None,
+    cost_batch: int = 32,
+    cost_tr: int = FULL.n_tr,
+    results_file: str | Path | None = "benchmarks/results.csv",
+) -> list[dict]:
+    """Time the simulator (per method and batch size) and the cost; returns one dict per row.
+
+    ``steps=None`` times the full protocol, else ``steps`` main steps, extrapolated. ``repeats``
+    defaults to 1 for the full protocol and 3 otherwise. ``cost_batch=0`` skips the cost.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if coupling == "auto":
+        coupling = "matmul" if dev.type == "cuda" else "fixed_order"
+    if steps is not None and steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {steps}")
+    repeats = repeats or (1 if steps is None else 3)
+    data = load_bundled()
+    space = ParamSpace(data.basis())
+    example = read_params_csv(bundled_path().parent / "kong2021_example.csv", space)  # (5, 10)
+    protocol = FULL if steps is None else _main_steps_only(steps)
+    meta = dict(device=device_name(dev), torch=torch.__version__, device_type=dev.type, dtype=dtype)
+    meta["date"] = datetime.datetime.now().isoformat(timespec="seconds")
+    rows = []
+    for method, batch in itertools.product(methods, batches):
+        theta = example[torch.arange(batch) % len(example)]  # (B, 10), the example sets tiled
+        kw = dict(method=method, device=dev, dtype=DTYPES[dtype], coupling=coupling)
+        kw["noise"] = Noise.independent(0, torch.arange(batch))
+        simulate(theta, space, data.sc, protocol=_main_steps_only(100), **kw)  # warm-up
+        run = functools.partial(simulate, theta, space, data.sc, protocol=protocol, **kw)
+        seconds, peak = _median_time(run, dev, repeats)
+        full_s = seconds / protocol.total_steps * FULL.total_steps
+        name = f"sim {method} {coupling} {dtype}"
+        name += "" if steps is None else f" (extrapolated from {steps} steps)"
+        rows.append(meta | dict(implementation=name, batch=batch, steps=protocol.total_steps,
+                                seconds=seconds, full_s=full_s, sims_per_s=batch / full_s,
+                                peak_mib=peak))  # fmt:skip
+    if cost_batch > 0:
+        bold = torch.randn(cost_batch, space.n_regions, cost_tr, dtype=DTYPES[dtype], device=dev)
+        repeat_stats(bold[:2])  # warm-up
+        seconds, peak = _median_time(functools.partial(repeat_stats, bold), dev, repeats)
+        rows.append(meta | dict(implementation=f"cost repeat_stats {dtype} T={cost_tr}",
+                                batch=cost_batch, steps=0, seconds=seconds, full_s=seconds,
+                                sims_per_s=cost_batch / seconds, peak_mib=peak))  # fmt:skip
+    if results_file:
+        append_results(Path(results_file), rows)
+    return rows
+
+
+def _main_steps_only(steps: int) -> SimProtocol:
+    """The reference dt and TR, no warm-up, exactly ``steps`` main steps (at least one TR kept)."""
+    return SimProtocol(warmup_steps=0, duration_s=(steps - 1) * FULL.dt, burn_in_samples=0)
+
+
+def append_results(path: Path, rows: list[dict]) -> None:
+    """Append rows to the CSV (with the header when the file is new) in a single write."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    if not path.is_file() or path.stat().st_size == 0:
+        writer.writeheader()
+    writer.writerows(row | {"sims_per_s": f"{row['sims_per_s']:.4g}"} for row in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(buffer.getvalue())
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a fixed-width text table."""
+    head = "device|dtype|batch|steps|seconds|ms/step|full s|sims/s|peak MiB".split("|")
+    if not rows:
+        return "no rows"
+    lines = [f"{rows[0]['device']}, torch {rows[0]['torch']}, {torch.get_num_threads()} threads"]
+    lines.append(f"{'implementation':<52}" + "".join(f"{h:>9}" for h in head))
+    for r in rows:
+        ms = f"{1e3 * r['seconds'] / r['steps']:.3f}" if r["steps"] else "-"
+        cells = (r["device_type"], r["dtype"], r["batch"], r["steps"] or "-",
+                 f"{r['seconds']:.3f}", ms, f"{r['full_s']:.2f}", f"{r['sims_per_s']:.3f}",
+                 f"{r['peak_mib']:.0f}")  # fmt:skip
+        lines.append(f"{r['implementation']:<52}" + "".join(f"{c:>9}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    """Parse arguments, run the benchmark, print the table."""
+    p = argparse.ArgumentParser(prog="python -m pmfm.benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch", dest="batches", help="comma list; default 15 (CPU), 1500,15000 (CUDA)")
+    p.add_argument("--methods", default="euler", help="comma list of euler, torchdiffeq")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--coupling", default="auto", choices=("auto", "fixed_order", "matmul"))
+    p.add_argument("--steps", type=int, default=None, help="time N main steps and extrapolate")
+    p.add_argument("--repeats", type=int, default=None, help="timings per median (1 full, else 3)")
+    p.add_argument("--cost-batch", type=int, default=None, help="default 32 on CPU, 512 on CUDA")
+    p.add_argument("--cost-tr", type=int, default=FULL.n_tr, help="TRs of the random BOLD")
+    p.add_argument("--results-file", default="benchmarks/results.csv", help="'' to skip")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    del a.threads
+    cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if not cuda and load > 0.5:
+        print(f"note: load average {load:.1f} before the run; CPU timings may be contended")
+    a.batches = [int(b) for b in (a.batches or ("1500,15000" if cuda else "15")).split(",")]
+    a.methods = a.methods.split(",")
+    a.cost_batch = a.cost_batch if a.cost_batch is not None else (512 if cuda else 32)
+    rows = run_benchmark(**vars(a))
+    print(format_table(rows))
+    if a.steps is not None:
+        print(f"simulator rows: {a.steps} steps timed, 'full s' and sims/s extrapolated to "
+              f"the full protocol's {FULL.total_steps:,} steps")  # fmt:skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()
