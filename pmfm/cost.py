@@ -340,6 +340,13 @@ def _row_corr(a: Tensor, b: Tensor) -> Tensor:
     return (a @ b) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b))
 
 
+def _float64(x) -> Tensor:
+    """A float64 tensor copy of an array or tensor (read-only arrays included)."""
+    if isinstance(x, Tensor):
+        return x.to(torch.float64)
+    return torch.from_numpy(np.array(x, dtype=np.float64))
+
+
 def _fisher_z(fc: Tensor) -> Tensor:
     """atanh, clamped to |r| <= 1 - 1e-7 first (a no-op for any non-degenerate FC)."""
     return torch.atanh(fc.clamp(-1 + ATANH_CLAMP, 1 - ATANH_CLAMP))
@@ -377,8 +384,8 @@ def combine_repeats(
     n_groups = n_rows // repeats
     device = stats.fc.device
 
-    emp_fc = upper_triangle(torch.as_tensor(np.array(emp_fc))).to(device, torch.float64)  # (E,)
-    emp_cdf = torch.as_tensor(np.array(emp_cdf)).to(device, torch.float64).flatten()  # (K,)
+    emp_fc = upper_triangle(_float64(emp_fc)).to(device)  # (E,)
+    emp_cdf = _float64(emp_cdf).to(device).flatten()  # (K,)
     if emp_fc.shape[0] != n_edges:
         raise ValueError(f"empirical FC has {emp_fc.shape[0]} edges, simulations {n_edges}")
     if emp_cdf.shape[0] != stats.cdf.shape[1]:
