@@ -48,13 +48,15 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
     variant = cost_variant(cfg.cost.name)
     data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(data.basis())
+    space = ParamSpace(data.basis(), mode=cfg.param_space)
     if cfg.params_csv:
         theta = read_params_csv(cfg.params_csv, space)
     else:
-        theta = read_params_csv(bundled_path().parent / "kong2021_example.csv", space)[
-            cfg.example - 1 : cfg.example
-        ]
+        coefficients = ParamSpace(data.basis())
+        example = read_params_csv(bundled_path().parent / "kong2021_example.csv", coefficients)
+        theta = example[cfg.example - 1 : cfg.example]
+        if space.mode == "regional":
+            theta = coefficients.regional(theta).flat()
     log.info(
         "%d set(s) x R=%d on %s/%s, %s %s on %s",
         len(theta),

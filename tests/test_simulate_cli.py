@@ -102,3 +102,23 @@ def test_cli_bad_params_exits_nonzero(tiny_folder, tmp_path):
     )
     assert proc.returncode == 2
     assert "G = 50" in proc.stderr and "[1.0, 10.0]" in proc.stderr
+
+
+def test_regional_space_gives_the_same_costs_as_its_coefficients(tiny_folder, tmp_path):
+    params = _sets(tmp_path / "sets.csv")
+    data = load_folder(tiny_folder, "test", n_tr=TINY_TR)
+    coefficients = np.loadtxt(params, delimiter=",", skiprows=1)
+    regional = ParamSpace(data.basis()).regional(torch.tensor(coefficients)).flat().numpy()  # (2, 25)
+    np.savetxt(tmp_path / "regional.csv", regional, delimiter=",")
+    totals = []
+    for overrides in (
+        [f"params_csv={params}"],
+        [f"params_csv={tmp_path / 'regional.csv'}", "param_space=regional"],
+    ):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = compose("simulate", overrides=[*tiny_overrides(tiny_folder), *overrides, "plot=false"])
+        out = tmp_path / f"run{len(totals)}"
+        out.mkdir()
+        run(cfg, out)
+        totals.append(np.loadtxt(out / "costs.csv", delimiter=",", skiprows=1)[:, 3])
+    np.testing.assert_allclose(totals[0], totals[1], rtol=1e-5)
