@@ -177,6 +177,12 @@ def main(argv=None) -> list[dict]:
     a.cost_batch = a.cost_batch if a.cost_batch is not None else (512 if cuda else 32)
     rows = run_benchmark(**vars(a))
     print(format_table(rows))
+    cost = [r for r in rows if r["implementation"].startswith("cost")]
+    for r in rows if cost else []:
+        if r["implementation"].startswith("sim"):
+            both = 1 / (1 / r["sims_per_s"] + 1 / cost[0]["sims_per_s"])
+            print(f"simulate + cost at batch {r['batch']}: {both:.3f} sims/s (what dataset generation should "
+                  f"reach: its summary prints its own simulations/s)")  # fmt:skip
     if a.steps is not None:
         print(f"simulator rows: {a.steps} steps timed, 'full s' and sims/s extrapolated to "
               f"the full protocol's {FULL.total_steps:,} steps")  # fmt:skip
