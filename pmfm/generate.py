@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pmfm.cost import cost_variant
 from pmfm.data import DataError
-from pmfm.datasets.generation import DatasetSpec, Generator
+from pmfm.datasets.generation import BUNDLED_DATASETS, DatasetSpec, Generator
 from pmfm.datasets.report import summarise
 from pmfm.datasets.store import DatasetError, ShardStore
 from pmfm.params import ParamError, ParamSpace, read_params_csv
@@ -51,6 +51,17 @@ def dataset_spec(cfg: DictConfig, space: ParamSpace) -> DatasetSpec:
     )
 
 
+def dataset_folder(cfg: DictConfig) -> Path:
+    """Where ``dataset.name`` lives: ``dataset_dir`` if set, the shipped copy for the shipped
+    dataset, else ``<root>/<dataset.name>``."""
+    if cfg.get("dataset_dir"):
+        return Path(cfg.dataset_dir)
+    shipped = BUNDLED_DATASETS / cfg.dataset.name
+    if (shipped / "manifest.json").is_file() and cfg.root == "outputs/datasets":
+        return shipped
+    return Path(cfg.root) / cfg.dataset.name
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Generate (or finish) the dataset; print and save its summary; return the manifest."""
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
@@ -58,7 +69,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     data = load_data(cfg.data, simulator, variant)
     space = ParamSpace(data.basis())
     spec = dataset_spec(cfg.dataset, space)
-    store = ShardStore(Path(cfg.root) / spec.name)
+    store = ShardStore(dataset_folder(cfg))
     log.info("dataset %s (%s) in %s on %s", spec.name, spec.strategy, store.folder, simulator.device)
     with tqdm(desc=f"{spec.name}", unit="sim", disable=not cfg.progress, smoothing=0.05) as bar:
         generator = Generator(spec, space, data, simulator, variant, store, bar=bar)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace
 from pmfm.sim.simulator import Simulator
 
+BUNDLED_DATASETS = Path(__file__).parent / "bundled"  # datasets shipped with the package
 SAMPLERS = ("uniform", "sobol", "around")
 STRATEGIES = (*SAMPLERS, "cmaes")
 
