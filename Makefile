@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pmfm.simulate repeats=3
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "slow or not slow"

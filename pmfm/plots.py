@@ -64,3 +64,21 @@ def plot_fc_fcd(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_pred_vs_sim(pred: dict, true: dict, valid, path: Path, title: str = "") -> Path:
+    """Predicted vs simulated total cost (valid samples) and validity, with the metrics in the title."""
+    valid = np.asarray(valid, dtype=bool)
+    p_total, t_total = np.asarray(pred["total"])[valid], np.asarray(true["total"])[valid]
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.scatter(t_total, p_total, s=6, alpha=0.5)
+    if len(t_total):
+        lo, hi = float(min(t_total.min(), p_total.min())), float(max(t_total.max(), p_total.max()))
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    ax.set_xlabel("simulated total cost")
+    ax.set_ylabel("predicted total cost")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

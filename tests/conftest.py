@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+# One torch thread per test process: the suite runs on 2 cores with pytest-xdist (-n 2), and two
+# OpenMP threads fighting a second process make tiny ops orders of magnitude slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
@@ -62,3 +66,40 @@ def tiny_overrides(folder) -> list[str]:
         f"simulator.protocol.duration_s={((TINY_TR + 2) * 72 - 1) * 0.01:.2f}",
         "device=cpu",
     ]
+
+
+def write_synthetic_dataset(folder, space, n_runs: int = 12, per_run: int = 40, seed: int = 0):
+    """A CMA-ES-shaped dataset whose costs are a smooth known function of the normalised inputs."""
+    from pmfm.datasets.store import COLUMNS, ShardStore
+
+    rng = np.random.default_rng(seed)
+    store = ShardStore(folder)
+    store.claim({"dim": space.dim, "dataset": {"num_shards": 2, "name": "synthetic"}}, "synthetic", {})
+    for shard in range(2):
+        parts = []
+        for run in range(shard, n_runs, 2):
+            theta = space.random_start(per_run, rng)  # (n, 10) feasible
+            u = space.normalise(theta).numpy()
+            fc = 0.3 + 0.5 * ((u - 0.5) ** 2).sum(1) + 0.01 * rng.standard_normal(per_run)
+            ks = 0.2 + 0.3 * u[:, 6] + 0.01 * rng.standard_normal(per_run)
+            valid = u[:, 0] < 0.9
+            n = per_run
+            rows = {
+                "theta": theta.numpy(),
+                "sample_id": run * per_run + np.arange(n),
+                "shard": np.full(n, shard),
+                "start": np.full(n, run),
+                "generation": np.arange(n) // 10,
+                "repeats": np.full(n, 3),
+                "n_valid_fc": np.where(valid, 3, 0),
+                "n_valid_fcd": np.where(valid, 3, 0),
+                "fc_cost": np.where(valid, fc, 10.0),
+                "fc_l1": np.abs(0.1 * u[:, 1]),
+                "ks": np.where(valid, ks, 10.0),
+                "total": np.where(valid, fc + ks, 20.0),
+            }
+            parts.append({k: np.asarray(rows[k]).astype(t) for k, t in COLUMNS.items()})
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS}
+        store.write_shard(shard, merged, {"strategy": "synthetic"})
+    store.update_manifest(2)
+    return folder

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch

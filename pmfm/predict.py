@@ -1,0 +1,59 @@
+"""``python -m pmfm.predict ckpt=... params_csv=...``: score parameter sets with a trained surrogate.
+
+Writes predictions.csv to the run folder: one row per set in input order, with the surrogate's
+fc_cost, ks, total and p_valid (fc_l1 and *_std where the checkpoint has them).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pmfm.models import SurrogateModule
+from pmfm.params import ParamError, ParamSpace, read_params_csv
+from pmfm.sim.simulator import resolve_device
+
+
+def predict_csv(
+    ckpt: str | Path, params_csv: str | Path, out_dir: Path, device="auto"
+) -> dict[str, np.ndarray]:
+    """Predictions for every set of ``params_csv``; also written to ``out_dir/predictions.csv``."""
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
+    model = SurrogateModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
+    space = ParamSpace(np.asarray(model.hparams["basis"]))
+    theta = read_params_csv(params_csv, space)
+    pred = {k: v.cpu().numpy() for k, v in model.predict(theta.to(model.device)).items()}
+    names: list[str] = [k for k in ("fc_cost", "fc_l1", "ks", "total", "p_valid") if k in pred]
+    names += sorted(k for k in pred if k.endswith("_std"))
+    table = np.column_stack([pred[k] for k in names])
+    np.savetxt(
+        out_dir / "predictions.csv", table, delimiter=",", header=",".join(names), comments="", fmt="%.6g"
+    )
+    return {k: pred[k] for k in names}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        pred = predict_csv(cfg.ckpt, cfg.params_csv, out_dir, cfg.device)
+    except (ParamError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    names = list(pred)
+    print(f"{'set':>4} " + " ".join(f"{n:>10}" for n in names))
+    for i in range(len(pred["total"])):
+        print(f"{i + 1:>4} " + " ".join(f"{pred[n][i]:10.4f}" for n in names))
+    print(f"predictions: {out_dir / 'predictions.csv'}")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

@@ -1,0 +1,139 @@
+"""``python -m pmfm.train model=mlp``: train a surrogate of the simulator's validity and cost.
+
+    python -m pmfm.train                          # MLP on the shipped CMA-ES dataset (CPU, minutes)
+    python -m pmfm.train model=transformer logger=csv
+    python -m pmfm.train -m model=mlp,transformer,gnn seed=1,2,3   # then python -m pmfm.compare <folder>
+    python -m pmfm.train -m hparams_search=optuna
+    python -m pmfm.train trainer=ddp trainer.devices=4
+    python -m pmfm.train ckpt_path=outputs/train/<run>/checkpoints/last.ckpt   # resume
+
+A missing dataset is generated first (``dataset=...``). Writes checkpoints/, pred_vs_sim.png and
+metrics.json to the run folder and returns ``optimized_metric`` for Hydra's sweepers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pmfm.cost import cost_variant
+from pmfm.datasets import PMFMDataModule
+from pmfm.generate import dataset_folder
+from pmfm.generate import run as generate_dataset
+from pmfm.models import SurrogateModule
+from pmfm.params import ParamSpace
+from pmfm.plots import plot_pred_vs_sim
+from pmfm.sim.simulator import Simulator
+from pmfm.simulate import load_data
+
+log = logging.getLogger(__name__)
+
+
+def fill_run_values(cfg: DictConfig, out_dir: Path) -> None:
+    """The values known only at run time (``???`` in conf/): where loggers and checkpoints write."""
+    with open_dict(cfg):
+        for logger in (cfg.logger or {}).values():
+            logger.save_dir = str(out_dir)
+        for callback in (cfg.callbacks or {}).values():
+            if "dirpath" in callback.keys():  # (a ??? value is "not in" the node itself)
+                callback.dirpath = str(out_dir / "checkpoints")
+
+
+def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
+    """Seed, data, model, callbacks, trainer, fit, test, report; returns the final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    fill_run_values(cfg, out_dir)
+    simulator = Simulator.from_config(cfg.simulator, cfg.device)
+    variant = cost_variant(cfg.cost.name)
+    data = load_data(cfg.data, simulator, variant)
+    space = ParamSpace(data.basis())
+    terms = [t for t in cfg.targets if t != "valid"]
+
+    folder = dataset_folder(cfg)
+    datamodule = PMFMDataModule(
+        folder,
+        space,
+        targets=tuple(cfg.targets),
+        split=tuple(cfg.split),
+        split_seed=cfg.split_seed,
+        batch_size=cfg.batch_size,
+        generate=functools.partial(generate_dataset, cfg, out_dir),  # picklable (ddp_spawn)
+    )
+    model = SurrogateModule(
+        network=cfg.model.network,
+        network_hparams=dict(cfg.model.network_hparams),
+        terms=terms,
+        target_names=list(cfg.targets),
+        box=space.box.tolist(),
+        basis=data.basis().tolist(),
+        sc=data.sc.tolist(),
+        use_l1_in_total=variant.use_l1,
+        lr=cfg.model.lr,
+        weight_decay=cfg.model.weight_decay,
+        max_epochs_hint=cfg.trainer.get("max_epochs") or 100,
+    )
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "tags"):
+            logger.experiment.tags = [cfg.model.network, cfg.dataset.name, f"seed{cfg.seed}", *cfg.tags]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir)
+    )
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics = scalars(trainer.callback_metrics)  # the last validation
+        best = "best" if any(getattr(c, "monitor", None) and c.best_model_path for c in callbacks) else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        metrics |= scalars(trainer.callback_metrics)
+        if trainer.is_global_zero:
+            report(model, metrics, out_dir, loggers, datamodule)
+        return metrics
+    finally:
+        for logger in loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                wandb.finish()
+
+
+def scalars(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+def report(model, metrics: dict, out_dir: Path, loggers, datamodule) -> None:
+    """metrics.json and the predicted-vs-simulated scatter of the test split (logged as an image)."""
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if model.last_eval is None:
+        return
+    pred, true, valid = model.last_eval
+    shown = [k for k in ("test/spearman", "test/spearman_top10", "test/top5_recall") if k in metrics]
+    title = ", ".join(f"{k.split('/')[1]} {metrics[k]:.3f}" for k in shown)
+    path = plot_pred_vs_sim(pred, true, valid, out_dir / "pred_vs_sim.png", f"test split: {title}")
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key="test/pred_vs_sim", images=[str(path)])
+    log.info("split groups: %s", {k: len(v) for k, v in datamodule.split_groups.items()})
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train(cfg, out_dir)
+    value = metrics.get(cfg.optimized_metric, math.nan)
+    print(f"{cfg.optimized_metric} = {value:.4f}  (run folder: {out_dir})")
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""``python -m pmfm.train``, ``pmfm.predict`` and ``pmfm.compare`` on a synthetic dataset (fast)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_synthetic_dataset
+from hydra import compose, initialize_config_dir
+
+from pmfm.compare import compare
+from pmfm.data import load_bundled
+from pmfm.models import SurrogateModule
+from pmfm.params import ParamSpace
+from pmfm.predict import predict_csv
+from pmfm.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+FAST = ["logger=csv", "trainer.max_epochs=3", "batch_size=64", "trainer.accelerator=cpu", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    space = ParamSpace(load_bundled().basis())
+    return write_synthetic_dataset(tmp_path_factory.mktemp("ds") / "synthetic", space)
+
+
+def _cfg(dataset, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"dataset_dir={dataset}", *FAST, *overrides])
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_regional", "transformer", "gnn", "ensemble"])
+def test_every_model_config_instantiates_and_predicts(dataset, model):
+    cfg = _cfg(dataset, f"model={model}")
+    space = ParamSpace(load_bundled().basis())
+    data = load_bundled()
+    module = SurrogateModule(
+        network=cfg.model.network,
+        network_hparams=dict(cfg.model.network_hparams),
+        terms=["fc_cost", "ks"],
+        target_names=list(cfg.targets),
+        box=space.box.tolist(),
+        basis=data.basis().tolist(),
+        sc=data.sc.tolist(),
+    )
+    pred = module.predict(space.random_start(4, np.random.default_rng(0)))
+    assert {"fc_cost", "ks", "total", "p_valid"} <= set(pred)
+    assert all(v.shape == (4,) for v in pred.values())
+
+
+def test_train_mlp_end_to_end(dataset, tmp_path):
+    metrics = train(_cfg(dataset, "trainer.max_epochs=25"), tmp_path)
+    assert (tmp_path / "pred_vs_sim.png").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test/spearman"] == pytest.approx(metrics["test/spearman"])
+    assert metrics["test/spearman"] > 0.5  # the synthetic cost is a smooth function of the inputs
+    # reload without Hydra: same predictions; pmfm.predict writes them per input row
+    model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    space = ParamSpace(np.asarray(model.hparams.basis))
+    theta = space.random_start(5, np.random.default_rng(1))
+    np.savetxt(tmp_path / "sets.csv", theta.numpy(), delimiter=",")
+    out = tmp_path / "pred"
+    out.mkdir()
+    pred = predict_csv(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "sets.csv", out, "cpu")
+    again = model.predict(theta)
+    np.testing.assert_allclose(pred["total"], again["total"].numpy(), rtol=1e-5)
+    header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["fc_cost", "ks", "total", "p_valid"]
+
+
+def test_resume_from_checkpoint_continues(dataset, tmp_path):
+    train(_cfg(dataset, "trainer.max_epochs=2"), tmp_path / "a")
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, map_location="cpu", weights_only=False)
+    train(_cfg(dataset, "trainer.max_epochs=4", f"ckpt_path={last}"), tmp_path / "b")
+    resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == first["epoch"] + 2  # two more epochs after the restored ones
+    assert resumed["global_step"] == 2 * first["global_step"]
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "pmfm.train", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_multirun_two_seeds_then_compare(dataset, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _cli("-m", f"dataset_dir={dataset}", *FAST, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]
+    assert len(runs) == 2
+    rows = compare(sweep)
+    assert [r["seed"] for r in sorted(rows, key=lambda r: r["seed"])] == ["1", "2"]
+    assert (sweep / "comparison.csv").is_file() and (sweep / "comparison.png").is_file()
+
+
+def test_wandb_logger_is_offline_and_finishes(dataset, tmp_path):
+    proc = _cli(f"dataset_dir={dataset}", *FAST[1:], "logger=wandb", f"hydra.run.dir={tmp_path}",
+                "trainer.max_epochs=2")  # fmt:skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0  # an offline run, ready for `wandb sync`
+    assert "wandb sync" in proc.stdout + proc.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "test/spearman" in metrics and "val/spearman" in metrics
+
+
+def test_ddp_on_cpu_with_two_processes(dataset, tmp_path):
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2"]
+    proc = _cli(f"dataset_dir={dataset}", *FAST, *ddp, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "test/spearman" in json.loads((tmp_path / "metrics.json").read_text())
