@@ -71,6 +71,8 @@ def run_benchmark(
     cost_batch: int = 32,
     cost_tr: int = FULL.n_tr,
     results_file: str | Path | None = "benchmarks/results.csv",
+    surrogates=("mlp", "transformer", "gnn", "ensemble"),
+    surrogate_batch: int = 10_000,
 ) -> list[dict]:
     """Time the simulator (per method and batch size) and the cost; returns one dict per row.
 
@@ -112,9 +114,27 @@ def run_benchmark(
         rows.append(meta | dict(implementation=f"cost repeat_stats {dtype} T={cost_tr}",
                                 batch=cost_batch, steps=0, seconds=seconds, full_s=seconds,
                                 sims_per_s=cost_batch / seconds, peak_mib=peak))  # fmt:skip
+    for name in surrogates:
+        rows.append(meta | _time_surrogate(name, surrogate_batch, space, data, dev, repeats))
     if results_file:
         append_results(Path(results_file), rows)
     return rows
+
+
+def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.device, repeats: int) -> dict:
+    """Evaluations/s of an (untrained) surrogate network with default hyperparameters, eval mode."""
+    from pmfm.models.networks import build_network  # torch only
+
+    net = build_network(
+        name, n_outputs=3, box=space.box.tolist(), basis=data.basis().tolist(), sc=data.sc.tolist()
+    )
+    net = net.to(dev).eval()
+    u = torch.rand(batch, space.dim, device=dev)
+    with torch.no_grad():
+        net(u[:16])  # warm-up
+        seconds, peak = _median_time(functools.partial(net, u), dev, max(repeats, 3))
+    return dict(implementation=f"surrogate {name} (untrained, default size)", batch=batch, steps=0,
+                seconds=seconds, full_s=seconds, sims_per_s=batch / seconds, peak_mib=peak)  # fmt:skip
 
 
 def _main_steps_only(steps: int) -> SimProtocol:
@@ -163,6 +183,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--cost-batch", type=int, default=None, help="default 32 on CPU, 512 on CUDA")
     p.add_argument("--cost-tr", type=int, default=FULL.n_tr, help="TRs of the random BOLD")
     p.add_argument("--results-file", default="benchmarks/results.csv", help="'' to skip")
+    p.add_argument(
+        "--surrogates", default="mlp,transformer,gnn,ensemble", help="networks to time; '' to skip"
+    )
+    p.add_argument("--surrogate-batch", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     a = p.parse_args(argv)
     if a.threads:
@@ -174,6 +198,7 @@ def main(argv=None) -> list[dict]:
         print(f"note: load average {load:.1f} before the run; CPU timings may be contended")
     a.batches = [int(b) for b in (a.batches or ("1500,15000" if cuda else "15")).split(",")]
     a.methods = a.methods.split(",")
+    a.surrogates = [n for n in a.surrogates.split(",") if n]
     a.cost_batch = a.cost_batch if a.cost_batch is not None else (512 if cuda else 32)
     rows = run_benchmark(**vars(a))
     print(format_table(rows))

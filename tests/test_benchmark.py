@@ -7,7 +7,20 @@ import pytest
 
 from pmfm.benchmark import COLUMNS, FULL, main, run_benchmark
 
-TINY = ["--steps", "200", "--batch", "2", "--cost-batch", "2", "--cost-tr", "100", "--repeats", "1"]
+TINY = [
+    "--steps",
+    "200",
+    "--batch",
+    "2",
+    "--cost-batch",
+    "2",
+    "--cost-tr",
+    "100",
+    "--repeats",
+    "1",
+    "--surrogates",
+    "",
+]
 
 
 def _read(path):
@@ -17,8 +30,12 @@ def _read(path):
 
 def test_rows_extrapolate_and_csv_appends(tmp_path, capsys):
     results = tmp_path / "bench" / "results.csv"  # the folder does not exist yet
-    rows = run_benchmark(batches=[2], steps=200, repeats=1, cost_batch=2, cost_tr=100, results_file=results)
-    sim, cost = rows
+    rows = run_benchmark(
+        batches=[2], steps=200, repeats=1, cost_batch=2, cost_tr=100, results_file=results,
+        surrogates=["mlp"], surrogate_batch=1000,
+    )  # fmt: skip
+    sim, cost, surrogate = rows
+    assert surrogate["implementation"].startswith("surrogate mlp") and surrogate["batch"] == 1000
     assert FULL.total_steps == 99_401
     assert sim["steps"] == 200 and sim["batch"] == 2 and sim["device_type"] == "cpu"
     assert "extrapolated from 200 steps" in sim["implementation"]
@@ -33,7 +50,7 @@ def test_rows_extrapolate_and_csv_appends(tmp_path, capsys):
     assert tuple(table[0]) == COLUMNS == (
         "date", "device", "torch", "implementation", "batch", "sims_per_s"
     )  # fmt: skip
-    assert len(table) == 3 and all(len(r) == 6 for r in table)
+    assert len(table) == 4 and all(len(r) == 6 for r in table)
     for r, row in zip(table[1:], rows, strict=True):
         assert r[3] == row["implementation"] and int(r[4]) == row["batch"]
         assert math.isfinite(float(r[5])) and float(r[5]) > 0
@@ -44,7 +61,7 @@ def test_rows_extrapolate_and_csv_appends(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "sims/s" in printed and "extrapolated" in printed and "99,401" in printed
     table = _read(results)
-    assert len(table) == 4 and table[0] == list(COLUMNS)  # appended, header written once
+    assert len(table) == 5 and table[0] == list(COLUMNS)  # appended, header written once
 
 
 def test_skipping_the_results_file_and_bad_steps(tmp_path, monkeypatch):
@@ -52,4 +69,4 @@ def test_skipping_the_results_file_and_bad_steps(tmp_path, monkeypatch):
     main([*TINY, "--cost-batch", "0", "--results-file", ""])
     assert not (tmp_path / "benchmarks").exists()
     with pytest.raises(ValueError, match="at least 2"):
-        run_benchmark(steps=1, cost_batch=0, results_file=None)
+        run_benchmark(steps=1, cost_batch=0, results_file=None, surrogates=())

@@ -116,3 +116,11 @@ def test_ddp_on_cpu_with_two_processes(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert "test/spearman" in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_optuna_sweep_runs_trials(dataset, tmp_path):
+    proc = _cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"dataset_dir={dataset}", *FAST,
+                "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}")  # fmt:skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "optimization_results.yaml").is_file()
+    assert len([p for p in tmp_path.iterdir() if (p / "metrics.json").is_file()]) == 2
