@@ -8,6 +8,7 @@ PMFMDataModule does) and reports, overall and within the best 10% by stored tota
 and the checkpoint's Spearman against the stored totals.
 
     python experiments/surrogate_ceiling.py --ckpt outputs/train/<run>/checkpoints/last.ckpt
+    # or on two cores: --part 0 --parts 2 & --part 1 --parts 2, then --ckpt ... --combine
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main(argv=None) -> dict:
     p.add_argument("--split", default="0.7,0.15,0.15")
     p.add_argument("--seed", type=int, default=777, help="noise seed of the re-simulation (fresh noise)")
     p.add_argument("--out", default="experiments/results/surrogate_ceiling.json")
+    p.add_argument("--part", type=int, default=None, help="re-simulate only this part of the test rows")
+    p.add_argument("--parts", type=int, default=1)
+    p.add_argument("--combine", action="store_true", help="use the parts re-simulated earlier")
     a = p.parse_args(argv)
 
     data = load_bundled("train")
@@ -60,8 +64,19 @@ def main(argv=None) -> dict:
     test = np.isin(labels, list(groups)) & (rows["n_valid_fc"] > 0) & (rows["n_valid_fcd"] > 0)
     theta = torch.as_tensor(rows["theta"][test])
     stored = rows["total"][test]
-    print(f"test split: {len(groups)} group(s), {int(test.sum())} valid samples; re-simulating at R = 3 ...")
-    again = evaluate_params(theta, space, data, Simulator(), repeats=3, seed=a.seed).costs.total.numpy()
+    print(f"test split: {len(groups)} group(s), {int(test.sum())} valid samples")
+    parts = np.array_split(np.arange(len(theta)), a.parts)
+    part_file = Path(a.out).with_suffix("")
+    if a.part is not None:  # re-simulate one part and stop
+        rows_part = parts[a.part]
+        resim = evaluate_params(theta[rows_part], space, data, Simulator(), repeats=3, seed=a.seed + a.part)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        np.save(f"{part_file}_part{a.part}.npy", resim.costs.total.numpy())
+        return {}
+    if a.combine:
+        again = np.concatenate([np.load(f"{part_file}_part{i}.npy") for i in range(a.parts)])
+    else:
+        again = evaluate_params(theta, space, data, Simulator(), repeats=3, seed=a.seed).costs.total.numpy()
     best = top10(stored)
     result = {
         "n_test": int(test.sum()),

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pmfm.data.checks import fcd_pair_count
+
 __all__ = [
     "DELSSOME",
     "KONG2021",
@@ -111,18 +113,6 @@ def cost_variant(name: str, **overrides) -> CostVariant:
     if unknown:
         raise ValueError(f"unknown CostVariant field(s) {unknown}; fields: {sorted(fields)}")
     return dataclasses.replace(_VARIANTS[key], **overrides)
-
-
-def fcd_pair_count(n_tr: int, window: int) -> int:
-    """Number of values in the FCD strict upper triangle: W (W - 1) / 2 with W = n_tr - window + 1.
-
-    SPEC section 6: 1,200 TRs and 83-TR windows give 1,118 windows and 624,403 pairs; a repeat's FCD
-    CDF is valid only if it ends at this count.
-    """
-    n_windows = n_tr - window + 1
-    if window < 1 or n_windows < 1:
-        raise ValueError(f"need 1 <= window <= n_tr, got window={window}, n_tr={n_tr}")
-    return n_windows * (n_windows - 1) // 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,15 @@ from pmfm.params import ParamSpace
 from pmfm.sim.simulator import Simulator
 
 STATS_FIELDS = ("fc", "cdf", "fc_valid", "fcd_valid")
-MAX_SIMS_PER_CHUNK = 480  # BOLD of one simulation is N x 1,200 floats (326 kB at N = 68, float32)
+CPU_SIMS_PER_CHUNK = 480  # BOLD of one simulation is N x 1,200 floats (326 kB at N = 68, float32)
+CUDA_SIMS_PER_CHUNK = 15_000  # a GPU wants thousands at once (about 5 GB of BOLD in float32)
+
+
+def sims_per_chunk(simulator: Simulator) -> int:
+    """Simulations per call: the simulator's chunk_size if set, else a per-device default."""
+    if simulator.chunk_size:
+        return int(simulator.chunk_size)
+    return CUDA_SIMS_PER_CHUNK if simulator.device.type == "cuda" else CPU_SIMS_PER_CHUNK
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ def evaluate_params(
     theta = theta[None] if theta.ndim == 1 else theta
     space.check(theta)
     n_sets = theta.shape[0]
-    per_chunk = max(1, min(n_sets, MAX_SIMS_PER_CHUNK // repeats))
+    per_chunk = max(1, min(n_sets, sims_per_chunk(simulator) // repeats))
     parts, stats_parts, bolds = [], [], []
     for start in range(0, n_sets, per_chunk):
         chunk = theta[start : start + per_chunk]

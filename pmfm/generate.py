@@ -11,6 +11,7 @@ skips complete shards and finishes incomplete ones.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -57,9 +58,13 @@ def dataset_folder(cfg: DictConfig) -> Path:
     if cfg.get("dataset_dir"):
         return Path(cfg.dataset_dir)
     shipped = BUNDLED_DATASETS / cfg.dataset.name
-    if (shipped / "manifest.json").is_file() and cfg.root == "outputs/datasets":
+    if cfg.root == "outputs/datasets" and _complete(shipped / "manifest.json"):
         return shipped
     return Path(cfg.root) / cfg.dataset.name
+
+
+def _complete(manifest: Path) -> bool:
+    return manifest.is_file() and bool(json.loads(manifest.read_text()).get("complete"))
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -71,7 +76,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     spec = dataset_spec(cfg.dataset, space)
     store = ShardStore(dataset_folder(cfg))
     log.info("dataset %s (%s) in %s on %s", spec.name, spec.strategy, store.folder, simulator.device)
-    with tqdm(desc=f"{spec.name}", unit="sim", disable=not cfg.progress, smoothing=0.05) as bar:
+    with tqdm(desc=f"{spec.name}", unit="sim", disable=not cfg.get("progress", True), smoothing=0.05) as bar:
         generator = Generator(spec, space, data, simulator, variant, store, bar=bar)
         bar.total = expected_simulations(spec, cfg.dataset.shard_index)
         manifest = generator.run(cfg.dataset.shard_index)

@@ -6,7 +6,7 @@
     python -m pmfm.simulate data=folder data.path=/my/data data.split=test
 
 Writes to the run folder: costs.csv (one row per set, input order: fc_cost, fc_l1, ks, total,
-n_valid, repeats), bold.npz, fc.npy and fcd_cdf.npy per repeat, and fc_fcd.png.
+n_valid), bold.npz, fc.npy and fcd_cdf.npy per repeat, and fc_fcd.png.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pmfm.plots import plot_fc_fcd
 from pmfm.sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
-COST_COLUMNS = ("fc_cost", "fc_l1", "ks", "total", "n_valid", "repeats")
+COST_COLUMNS = ("fc_cost", "fc_l1", "ks", "total", "n_valid")  # other tools read these names
 
 
 def load_data(cfg: DictConfig, simulator: Simulator, variant) -> EmpiricalData:
@@ -54,6 +54,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     else:
         coefficients = ParamSpace(data.basis())
         example = read_params_csv(bundled_path().parent / "kong2021_example.csv", coefficients)
+        if not 1 <= cfg.example <= len(example):
+            raise ParamError(f"example={cfg.example}: the bundled example has sets 1..{len(example)}")
         theta = example[cfg.example - 1 : cfg.example]
         if space.mode == "regional":
             theta = coefficients.regional(theta).flat()
@@ -102,15 +104,15 @@ def cost_table(c: Costs, variant: str) -> str:
 
 
 def write_outputs(c: Costs, stats: RepeatStats, bold: torch.Tensor | None, out_dir: Path) -> None:
-    """costs.csv (input order), per-repeat FC and FCD CDF, and BOLD when kept."""
-    table = np.column_stack([c.fc_cost, c.fc_l1, c.ks, c.total, c.n_valid(), np.full(len(c), c.repeats)])
+    """costs.csv (input order; R is in the run's config), per-repeat FC and FCD CDF, BOLD when kept."""
+    table = np.column_stack([c.fc_cost, c.fc_l1, c.ks, c.total, c.n_valid()])
     np.savetxt(
         out_dir / "costs.csv",
         table,
         delimiter=",",
         header=",".join(COST_COLUMNS),
         comments="",
-        fmt=["%.8g"] * 4 + ["%d", "%d"],
+        fmt=["%.8g"] * 4 + ["%d"],
     )
     n_sets, r = len(c), c.repeats
     np.save(out_dir / "fc.npy", stats.fc.reshape(n_sets, r, -1).numpy())

@@ -56,7 +56,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     variant = cost_variant(cfg.cost.name)
     data = load_data(cfg.data, simulator, variant)
     space = ParamSpace(data.basis())
-    terms = [t for t in cfg.targets if t != "valid"]
+    terms = [t for t in cfg.targets if t not in ("valid", "total")]  # total = sum of the terms
 
     folder = dataset_folder(cfg)
     datamodule = PMFMDataModule(
@@ -83,14 +83,14 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     )
     loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        if hasattr(logger, "experiment") and hasattr(logger.experiment, "tags"):
-            logger.experiment.tags = [cfg.model.network, cfg.dataset.name, f"seed{cfg.seed}", *cfg.tags]
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir)
-    )
-    try:
+    try:  # from the first logger call on, so that a failing run still finishes its wandb run
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            if hasattr(logger, "experiment") and hasattr(logger.experiment, "tags"):
+                logger.experiment.tags = [cfg.model.network, cfg.dataset.name, f"seed{cfg.seed}", *cfg.tags]
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir)
+        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics = scalars(trainer.callback_metrics)  # the last validation
         best = "best" if any(getattr(c, "monitor", None) and c.best_model_path for c in callbacks) else None

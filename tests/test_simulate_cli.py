@@ -45,7 +45,7 @@ def test_simulate_writes_costs_bold_and_figure(tiny_folder, tmp_path):
     assert header.split(",") == list(COST_COLUMNS)
     table = np.loadtxt(out / "costs.csv", delimiter=",", skiprows=1)
     assert table.shape == (2, len(COST_COLUMNS))
-    assert np.all(table[:, 4] == 2) and np.all(table[:, 5] == 2)  # n_valid, repeats
+    assert np.all(table[:, 4] == 2)  # n_valid of R = 2
     np.testing.assert_allclose(table[:, 3], table[:, 0] + table[:, 2], rtol=1e-6)  # total = fc + ks
     assert mean_total == pytest.approx(table[:, 3].mean(), rel=1e-6)
     assert np.load(out / "bold.npz")["bold"].shape == (2, 2, TINY_REGIONS, TINY_TR)

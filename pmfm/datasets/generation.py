@@ -9,6 +9,7 @@ sample's own place in the dataset (shard, row, CMA-ES start and generation), nev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -151,6 +152,8 @@ class Generator:
         self.spec, self.space, self.data, self.simulator, self.variant = spec, space, data, simulator, variant
         self.store, self.bar, self.progress = store, bar, Progress()
         self.identity = spec.identity(simulator, data, variant, space.dim)
+        # sampler rows always use independent noise keyed by sample id, whatever simulator.noise says
+        self.simulator = dataclasses.replace(simulator, noise="independent")
 
     def run(self, shard_index: int | None = None) -> dict:
         """Fill every shard (or only ``shard_index``); returns the updated manifest."""

@@ -5,7 +5,16 @@
 """
 
 from pmfm.models.metrics import auroc, pearson, rankdata, spearman, surrogate_report, top_k_recall
-from pmfm.models.module import COST_RANGES, SurrogateModule
+
+
+def __getattr__(name: str):
+    """SurrogateModule needs Lightning; the networks and metrics do not (bare GPU machines)."""
+    if name in ("SurrogateModule", "COST_RANGES"):
+        from pmfm.models import module
+
+        return getattr(module, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "COST_RANGES",

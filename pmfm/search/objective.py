@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from pmfm.cost import KONG2021, CostVariant, combine_repeats, repeat_stats
-from pmfm.evaluate import MAX_SIMS_PER_CHUNK
+from pmfm.evaluate import sims_per_chunk
 from pmfm.params import ParamSpace
 from pmfm.sim.noise import Noise
 
@@ -167,7 +167,7 @@ class SimulatorObjective:
         all_keys = noise.resolved_keys(n_sets * r).reshape(n_sets, r)  # (B, R)
         feasible = self.space.is_feasible(theta).cpu()  # (B,)
         rows = torch.nonzero(feasible).flatten()
-        per_chunk = max(1, MAX_SIMS_PER_CHUNK // r)  # sets per chunk: bounds the BOLD kept in memory
+        per_chunk = max(1, sims_per_chunk(self.simulator) // r)  # sets per chunk: bounds the BOLD kept
         for start in range(0, len(rows), per_chunk):
             idx = rows[start : start + per_chunk]  # (b,)
             chunk_noise = Noise(seed=noise.seed, keys=all_keys[idx].flatten(), mode=noise.mode)

@@ -213,5 +213,6 @@ class NoiseStream:
                 self.dtype,
                 self.device,
             )
-            self.block = block[:, self.inverse] if self.gather else block
-        return self.block[step - self.block_start]
+            self.block = block  # (T, unique keys, N): repeated keys are gathered per step, not per block
+        xi = self.block[step - self.block_start]
+        return xi[self.inverse] if self.gather else xi
