@@ -164,7 +164,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         ms = f"{1e3 * r['seconds'] / r['steps']:.3f}" if r["steps"] else "-"
         cells = (r["device_type"], r["dtype"], r["batch"], r["steps"] or "-",
-                 f"{r['seconds']:.3f}", ms, f"{r['full_s']:.2f}", f"{r['sims_per_s']:.3f}",
+                 f"{r['seconds']:.3f}", ms, f"{r['full_s']:.2f}", f"{r['sims_per_s']:.4g}",
                  f"{r['peak_mib']:.0f}")  # fmt:skip
         lines.append(f"{r['implementation']:<52}" + "".join(f"{c:>9}" for c in cells))
     return "\n".join(lines)
