@@ -27,6 +27,7 @@ from pmfm.datasets.generation import BUNDLED_DATASETS, DatasetSpec, Generator
 from pmfm.datasets.report import summarise
 from pmfm.datasets.store import DatasetError, ShardStore
 from pmfm.params import ParamError, ParamSpace, read_params_csv
+from pmfm.search.cmaes import CMAESSettings
 from pmfm.sim.simulator import Simulator
 from pmfm.simulate import load_data
 
@@ -88,9 +89,14 @@ def expected_simulations(spec: DatasetSpec, shard_index) -> int | None:
     shards = spec.num_shards if shard_index is None else 1
     if spec.strategy != "cmaes":
         return shards * spec.shard_size * spec.repeats
-    c = spec.cmaes
+    c, default = spec.cmaes, CMAESSettings()
     starts = c["n_starts"] if shard_index is None else len(range(shard_index, c["n_starts"], spec.num_shards))
-    return starts * c["popsize"] * c["max_generations"] * spec.repeats
+    return (
+        starts
+        * c.get("popsize", default.popsize)
+        * c.get("max_generations", default.max_generations)
+        * spec.repeats
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pmfm.cost import cost_variant
-from pmfm.datasets import PMFMDataModule
+from pmfm.datasets import DatasetError, PMFMDataModule
 from pmfm.generate import dataset_folder
 from pmfm.generate import run as generate_dataset
 from pmfm.models import SurrogateModule
@@ -59,6 +59,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     terms = [t for t in cfg.targets if t not in ("valid", "total")]  # total = sum of the terms
 
     folder = dataset_folder(cfg)
+    check_dataset_matches(folder, variant.name, data.n_regions)
     datamodule = PMFMDataModule(
         folder,
         space,
@@ -105,6 +106,20 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
                 import wandb
 
                 wandb.finish()
+
+
+def check_dataset_matches(folder: Path, variant: str, n_regions: int) -> None:
+    """Refuse a dataset costed with another variant or made for another parcellation."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return  # generated first, from this very config
+    made = json.loads(manifest.read_text()).get("config", {})
+    cost, data = made.get("cost", {}).get("variant"), made.get("data", {}).get("n_regions")
+    if (cost is not None and cost != variant) or (data is not None and data != n_regions):
+        raise DatasetError(
+            f"{manifest}: dataset made with cost={cost} on {data} regions; this run uses cost={variant} on "
+            f"{n_regions} regions. Pick the matching cost= or another dataset."
+        )
 
 
 def scalars(metrics) -> dict[str, float]:

@@ -124,3 +124,17 @@ def test_optuna_sweep_runs_trials(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "optimization_results.yaml").is_file()
     assert len([p for p in tmp_path.iterdir() if (p / "metrics.json").is_file()]) == 2
+
+
+def test_dataset_made_with_another_cost_variant_is_refused(dataset, tmp_path):
+    import shutil
+
+    from pmfm.datasets import DatasetError
+
+    copy = tmp_path / "kong"
+    shutil.copytree(dataset, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["cost"] = {"variant": "kong2021"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="cost=kong2021 .* cost=delssome"):
+        train(_cfg(copy, "cost=delssome", "targets=[valid,fc_cost,ks,fc_l1]"), tmp_path / "run")
