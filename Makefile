@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pmfm.simulate repeats=3
+	$(BIN)/python -m pmfm.train model=mlp
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
