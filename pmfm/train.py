@@ -69,9 +69,10 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         batch_size=cfg.batch_size,
         generate=functools.partial(generate_dataset, cfg, out_dir),  # picklable (ddp_spawn)
     )
+    network_hparams = dict(cfg.model.network_hparams) | input_statistics(cfg.model, datamodule)
     model = SurrogateModule(
         network=cfg.model.network,
-        network_hparams=dict(cfg.model.network_hparams),
+        network_hparams=network_hparams,
         terms=terms,
         target_names=list(cfg.targets),
         box=space.box.tolist(),
@@ -106,6 +107,19 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
                 import wandb
 
                 wandb.finish()
+
+
+def input_statistics(model_cfg: DictConfig, datamodule: PMFMDataModule) -> dict:
+    """Training-split mean and sd of the inputs, for the coefficient MLPs (in-memory datasets)."""
+    member = model_cfg.network_hparams.get("member") if model_cfg.network == "ensemble" else model_cfg.network
+    if member != "mlp":
+        return {}
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if datamodule.streaming:
+        return {}
+    x = datamodule.dataset("train").x  # (n, P)
+    return {"input_mean": x.mean(0).tolist(), "input_std": x.std(0).tolist()}
 
 
 def check_dataset_matches(folder: Path, variant: str, n_regions: int) -> None:

@@ -138,3 +138,20 @@ def test_dataset_made_with_another_cost_variant_is_refused(dataset, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="cost=kong2021 .* cost=delssome"):
         train(_cfg(copy, "cost=delssome", "targets=[valid,fc_cost,ks,fc_l1]"), tmp_path / "run")
+
+
+def test_mlp_inputs_are_standardised_with_the_training_split(dataset, tmp_path):
+    from pmfm.datasets import PMFMDataModule
+    from pmfm.train import input_statistics
+
+    cfg = _cfg(dataset)
+    space = ParamSpace(load_bundled().basis())
+    dm = PMFMDataModule(dataset, space, targets=tuple(cfg.targets), split=tuple(cfg.split))
+    stats = input_statistics(cfg.model, dm)
+    x = dm.dataset("train").x
+    np.testing.assert_allclose(stats["input_mean"], x.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(stats["input_std"], x.std(0).numpy(), rtol=1e-6)
+    assert input_statistics(_cfg(dataset, "model=gnn").model, dm) == {}  # regional inputs are already scaled
+    train(_cfg(dataset, "trainer.max_epochs=1"), tmp_path)
+    model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    np.testing.assert_allclose(model.net.input_mean.numpy(), stats["input_mean"], rtol=1e-6)

@@ -43,6 +43,9 @@ def mlp_stack(
 class MLP(Surrogate):
     """MLP on the P normalised coordinates u (B, P) -> (B, n_outputs)."""
 
+    input_mean: torch.Tensor  # (F,) buffers: feature standardisation (identity by default)
+    input_std: torch.Tensor
+
     def __init__(
         self,
         n_outputs: int,
@@ -54,9 +57,18 @@ class MLP(Surrogate):
         dropout: float = 0.0,
         activation: str = "gelu",
         norm: bool = True,
+        input_mean: list[float] | None = None,
+        input_std: list[float] | None = None,
     ):
         super().__init__(box, basis, sc)
         self.net = mlp_stack(self.n_features, hidden, n_outputs, depth, activation, dropout, norm)
+        # feasible points fill a sliver of the normalised box: z-score the features with the
+        # training set's statistics when given (pmfm.train passes them)
+        n = self.n_features
+        mean = torch.zeros(n) if input_mean is None else torch.as_tensor(input_mean, dtype=torch.float32)
+        std = torch.ones(n) if input_std is None else torch.as_tensor(input_std, dtype=torch.float32)
+        self.register_buffer("input_mean", mean)
+        self.register_buffer("input_std", std.clamp_min(1e-8))
 
     @property
     def n_features(self) -> int:
@@ -67,7 +79,7 @@ class MLP(Surrogate):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = u.to(self.box.dtype)  # float64 callers (search) welcome
-        return self.net(self.features(u))  # (B, n_outputs)
+        return self.net((self.features(u) - self.input_mean) / self.input_std)  # (B, n_outputs)
 
 
 class RegionalMLP(MLP):
