@@ -74,7 +74,7 @@ class DatasetSpec:
                 "cmaes": dict(self.cmaes),
             },
             "simulator": {
-                "method": simulator.method,
+                "method": simulator.resolved_method,
                 "dtype": str(simulator.dtype).removeprefix("torch."),
                 "coupling": simulator.coupling,
                 "noise": "common per generation" if self.strategy == "cmaes" else "independent per sample",
@@ -83,6 +83,7 @@ class DatasetSpec:
                 "duration_s": p.duration_s,
                 "tr_s": p.tr_s,
                 "burn_in_samples": p.burn_in_samples,
+                **({"precision": simulator.precision} if simulator.resolved_method == "fused" else {}),
             },
             "data": {"name": data.name, "split": data.split, "n_regions": data.n_regions},
             "cost": {"variant": variant.name},

@@ -60,6 +60,12 @@ def stream_base(seed: int, key: int) -> int:
     return _signed(_mix64_int(_mix64_int(seed) ^ ((key * _GAMMA) & _MASK64)))
 
 
+def stream_bases(seed: int, keys: torch.Tensor) -> torch.Tensor:
+    """``stream_base`` of every key at once, (K,) int64 -> (K,) int64 (same bits)."""
+    keys = torch.as_tensor(keys, dtype=torch.int64)
+    return _mix64(_signed(_mix64_int(seed)) ^ (keys * _signed(_GAMMA)))
+
+
 def keyed_normals(
     seed: int,
     keys: torch.Tensor,
@@ -72,7 +78,7 @@ def keyed_normals(
     """Standard normals (n_steps, K, n_regions) for steps step0 .. step0+n_steps-1 of each key's stream."""
     device = torch.device(device) if device is not None else keys.device
     pairs = (n_regions + 1) // 2
-    bases = torch.tensor([stream_base(seed, int(k)) for k in keys.tolist()], dtype=torch.int64, device=device)
+    bases = stream_bases(seed, keys.cpu()).to(device)
     if device.type != "cpu":
         return _normals(bases, step0, n_steps, pairs, dtype)[..., :n_regions]
     # CPU: tiles of LANES whole steps at aligned positions and under GRAIN elements, so that each

@@ -15,6 +15,7 @@ from pmfm.sim.odeint import integrate_odeint
 from pmfm.sim.protocol import SimProtocol
 
 INTEGRATORS = {"euler": integrate_euler, "torchdiffeq": integrate_odeint}
+METHODS = (*INTEGRATORS, "fused", "auto")  # fused: one Triton kernel (pmfm.sim.fused)
 COUPLINGS = {"matmul": dynamics.matmul_coupling, "fixed_order": dynamics.fixed_order_coupling}
 
 
@@ -31,6 +32,25 @@ class SimResult:
         return int((~self.valid).sum())
 
 
+FUSED_CHUNK = 65_536  # simulations per fused launch (BOLD alone: 21 GB in float32 at N = 68)
+
+
+def triton_available() -> bool:
+    """Whether Triton can be imported (it ships with CUDA builds of torch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_method(method: str, device: torch.device) -> str:
+    """``auto``: the fused kernel on CUDA when Triton is installed, else the plain Euler path."""
+    if method not in METHODS:
+        raise ValueError(f"unknown integration method {method!r}; expected one of {list(METHODS)}")
+    if method == "auto":
+        return "fused" if device.type == "cuda" and triton_available() else "euler"
+    return method
+
+
 def simulate(
     theta,
     space: ParamSpace,
@@ -43,6 +63,7 @@ def simulate(
     dtype: torch.dtype = torch.float32,
     chunk_size: int | None = None,
     coupling: str = "auto",
+    precision: str = "tf32x3",
     record_s: bool = False,
     progress=None,
 ) -> SimResult:
@@ -54,14 +75,18 @@ def simulate(
         sc: (N, N) structural connectivity, raw; normalised here to C = SC / max(SC) * 0.2.
         protocol: step size, warm-up, sampling, burn-in.
         noise: keyed noise (independent per simulation, common random numbers, or explicit).
-        method: ``"euler"`` (the reference) or ``"torchdiffeq"``.
+        method: ``"euler"`` (the reference), ``"torchdiffeq"``, ``"fused"`` (one Triton kernel for
+            the whole loop, CUDA, float32) or ``"auto"`` (fused on CUDA when Triton is installed,
+            else euler).
         device, dtype: where and in which precision to integrate (float32 reference, float64 available).
         chunk_size: simulations integrated together (bounds memory). On the CPU chunks are padded
             and capped (pmfm.sim.batching) so that, with ``coupling="fixed_order"``, every result
             is bitwise the same whatever the batch or chunk size.
         coupling: ``"fixed_order"`` (the CPU default) sums the coupling in a fixed order per
             simulation; ``"matmul"`` (the CUDA default) is faster but its rounding depends on the
-            batch size.
+            batch size. (Plain paths only.)
+        precision: the fused kernel's coupling product, ``"tf32x3"`` (about float32), ``"tf32"`` or
+            ``"ieee"`` (see pmfm.sim.fused).
         record_s: also return S at the kept samples.
         progress: optional callable(n_done) called after each chunk.
 
@@ -75,8 +100,7 @@ def simulate(
     theta = torch.as_tensor(theta, dtype=torch.float64)
     theta = theta[None] if theta.ndim == 1 else theta
     device = torch.device(device) if device is not None else torch.device("cpu")
-    if method not in INTEGRATORS:
-        raise ValueError(f"unknown integration method {method!r}; expected one of {sorted(INTEGRATORS)}")
+    method = resolve_method(method, device)
     if coupling == "auto":
         coupling = "matmul" if device.type == "cuda" else "fixed_order"
     sc = torch.as_tensor(
@@ -88,21 +112,26 @@ def simulate(
 
     bsz, n = theta.shape[0], space.n_regions
     on_cpu = device.type == "cpu"
-    limit = batching.cpu_chunk_limit(n) if on_cpu else 4096
+    fused = method == "fused"
+    limit = FUSED_CHUNK if fused else batching.cpu_chunk_limit(n) if on_cpu else 4096
     chunk = min(chunk_size or limit, limit)
-    integrate = INTEGRATORS[method]
     parts = []
     for start in range(0, bsz, chunk):
         index = slice(start, min(start + chunk, bsz))
         rows = index.stop - index.start
         chunk_theta, chunk_noise = theta[index], noise.subset(index, bsz)
-        if on_cpu:  # pad with copies of the last simulation: whole SIMD vectors (pmfm.sim.batching)
+        if on_cpu and not fused:  # pad with copies of the last simulation: whole SIMD vectors (pmfm.sim.batching)
             pad = batching.padded_size(rows, n) - rows
             chunk_theta = torch.cat([chunk_theta, chunk_theta[-1:].expand(pad, -1)])
             chunk_noise = chunk_noise.padded(pad)
         params = space.regional(chunk_theta).to(device=device, dtype=dtype)
-        stream = chunk_noise.stream(params.batch_size, n, protocol.total_steps, dtype, device)
-        out = integrate(params, c, protocol, stream, coupling=COUPLINGS[coupling], record_s=record_s)
+        if fused:
+            from pmfm.sim.fused import integrate_fused  # Triton: imported only when asked for
+
+            out = integrate_fused(params, c, protocol, chunk_noise, record_s=record_s, precision=precision)
+        else:
+            stream = chunk_noise.stream(params.batch_size, n, protocol.total_steps, dtype, device)
+            out = INTEGRATORS[method](params, c, protocol, stream, coupling=COUPLINGS[coupling], record_s=record_s)
         parts.append({k: out[k][:rows] for k in ("bold", "s") if k in out})
         if progress is not None:
             progress(rows)

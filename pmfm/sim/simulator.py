@@ -10,7 +10,7 @@ import torch
 from pmfm.params import ParamSpace
 from pmfm.sim.noise import Noise
 from pmfm.sim.protocol import SimProtocol
-from pmfm.sim.simulate import INTEGRATORS, SimResult, simulate
+from pmfm.sim.simulate import METHODS, SimResult, resolve_method, simulate
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 NOISE_MODES = ("independent", "common")
@@ -35,10 +35,16 @@ class Simulator:
     coupling: str = "auto"
     chunk_size: int | None = None
     noise: str = "independent"
+    precision: str = "tf32x3"  # the fused kernel's coupling product (pmfm.sim.fused)
+
+    @property
+    def resolved_method(self) -> str:
+        """The integrator that actually runs on this device (``auto`` resolved)."""
+        return resolve_method(self.method, self.device)
 
     def __post_init__(self):
-        if self.method not in INTEGRATORS:
-            raise ValueError(f"simulator.method={self.method!r}; expected one of {sorted(INTEGRATORS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"simulator.method={self.method!r}; expected one of {list(METHODS)}")
         if self.noise not in NOISE_MODES:
             raise ValueError(f"simulator.noise={self.noise!r}; expected one of {NOISE_MODES}")
 
@@ -56,6 +62,7 @@ class Simulator:
             coupling=cfg.get("coupling", "auto"),
             chunk_size=cfg.get("chunk_size"),
             noise=cfg.get("noise", "independent"),
+            precision=cfg.get("precision", "tf32x3"),
         )
 
     def noise_for(self, n_sets: int, repeats: int, seed: int, first_key: int = 0) -> Noise:
@@ -82,5 +89,6 @@ class Simulator:
             dtype=self.dtype,
             chunk_size=self.chunk_size,
             coupling=self.coupling,
+            precision=self.precision,
             **kw,
         )

@@ -1,0 +1,188 @@
+"""The fused Triton kernel against the reference Euler path: Triton's interpreter on the CPU (tiny
+sizes), the real kernel on CUDA (``gpu``-marked, full size)."""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # must precede the first import of pmfm.sim.fused
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from pmfm.cost import KONG2021, cost_variant  # noqa: E402
+from pmfm.data import bundled_path, load_bundled  # noqa: E402
+from pmfm.evaluate import evaluate_params  # noqa: E402
+from pmfm.params import ParamSpace, read_params_csv  # noqa: E402
+from pmfm.sim import Noise, SimProtocol, dynamics, simulate  # noqa: E402
+from pmfm.sim.euler import integrate_euler  # noqa: E402
+from pmfm.sim.simulate import resolve_method  # noqa: E402
+from pmfm.sim.simulator import Simulator  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pmfm_step_vectors.npz"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# a short protocol the interpreter runs in seconds: 10 warm-up steps, a TR of 5 steps, 30 TRs kept
+TINY = SimProtocol.shortened(30, tr_s=0.05, warmup_steps=10)
+
+
+@pytest.fixture(scope="module")
+def hcp():
+    data = load_bundled("train")
+    space = ParamSpace(data.basis())
+    theta = read_params_csv(bundled_path().parent / "kong2021_example.csv", space)  # (5, 10)
+    return data, space, theta
+
+
+def _step_vectors(hcp, n_steps, precision):
+    if not REFERENCE.is_file():
+        pytest.skip(f"reference step vectors not found at {REFERENCE}")
+    ref = dict(np.load(REFERENCE))
+    data, space, _ = hcp
+    theta = torch.tensor(ref["coef"])[None]
+    # no warm-up, BOLD and S recorded after every step, the published noise
+    protocol = SimProtocol(warmup_steps=0, duration_s=(n_steps - 1) * 0.01, tr_s=0.01, burn_in_samples=0)
+    noise = Noise.explicit(torch.tensor(ref["xi"][:, :n_steps])[None])
+    out = simulate(theta, space, data.sc, protocol=protocol, noise=noise, method="fused", device=DEVICE,
+                   precision=precision, record_s=True)  # fmt: skip
+    s, bold = out.s[0].cpu().double().numpy().T, out.bold[0].cpu().double().numpy().T
+    return s, bold, ref["S"][:n_steps], ref["bold"][:n_steps]
+
+
+def test_fused_reproduces_reference_step_vectors_interpreted(hcp):
+    # 400 of the 2,000 steps (the interpreter runs ~100 steps/s); the float32 Euler path has the
+    # same errors: S within 2e-7, BOLD within 2e-5 while the signal is still near rest
+    s, bold, ref_s, ref_bold = _step_vectors(hcp, 400, "ieee")
+    np.testing.assert_allclose(s, ref_s, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(bold, ref_bold, rtol=0, atol=5e-5)
+    assert np.linalg.norm(bold - ref_bold) / np.linalg.norm(ref_bold) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_fused_reproduces_reference_step_vectors_gpu(hcp, precision):
+    s, bold, ref_s, ref_bold = _step_vectors(hcp, 2000, precision)
+    np.testing.assert_allclose(s, ref_s, rtol=0, atol=5e-6)
+    assert np.linalg.norm(bold - ref_bold) / np.linalg.norm(ref_bold) < 1e-4  # float32 Euler: 6.4e-6
+
+
+@pytest.mark.parametrize("mode", ["independent", "common"])
+def test_fused_keyed_noise_matches_reference_path(hcp, mode):
+    """The kernel draws the same SplitMix64 streams as pmfm.sim.noise: same BOLD as the Euler path."""
+    data, space, theta = hcp
+    theta = theta[[0, 2, 4]].repeat_interleave(2, dim=0)  # (6, 10)
+    if mode == "common":
+        noise = Noise.common(5, torch.tensor([0, 1, 0, 1, 0, 1]))
+    else:
+        noise = Noise.independent(5, torch.tensor([3, 9, 11, 12, 40, 41]))
+    fused = simulate(theta, space, data.sc, protocol=TINY, noise=noise, method="fused", device=DEVICE,
+                     precision="ieee")  # fmt: skip
+    plain = simulate(theta, space, data.sc, protocol=TINY, noise=noise, method="euler", device=DEVICE)
+    assert fused.bold.shape == plain.bold.shape == (6, 68, 30)
+    assert fused.valid.all()
+    torch.testing.assert_close(fused.bold, plain.bold, rtol=1e-3, atol=1e-5)
+    # different streams really give different runs (the comparison above is not vacuous)
+    assert (fused.bold[0] - fused.bold[1]).abs().max() > 100 * (fused.bold - plain.bold).abs().max()
+    if mode == "common":  # same set, same stream: identical runs
+        assert torch.equal(fused.bold[0], simulate(theta[:1], space, data.sc, protocol=TINY,
+                           noise=Noise.common(5, [0]), method="fused", device=DEVICE,
+                           precision="ieee").bold[0])  # fmt: skip
+
+
+def test_fused_results_do_not_depend_on_the_batch(hcp):
+    data, space, theta = hcp
+    keys = torch.arange(20, 40)
+    big = simulate(theta[torch.arange(20) % 5], space, data.sc, protocol=TINY,
+                   noise=Noise.independent(1, keys), method="fused", device=DEVICE)  # fmt: skip
+    alone = simulate(theta[[17 % 5]], space, data.sc, protocol=TINY, noise=Noise.independent(1, keys[[17]]),
+                     method="fused", device=DEVICE)  # fmt: skip
+    assert torch.equal(big.bold[17], alone.bold[0])  # the 17th of a batch of 20 (two blocks) and alone
+
+
+def test_fused_flags_nan_run_invalid(hcp):
+    data, space, theta = hcp
+    xi = torch.randn(3, 68, TINY.total_steps, generator=torch.Generator().manual_seed(0))
+    xi[1, 7, 50] = math.nan  # one poisoned draw in run 1
+    out = simulate(theta[:3], space, data.sc, protocol=TINY, noise=Noise.explicit(xi), method="fused",
+                   device=DEVICE)  # fmt: skip
+    assert out.valid.tolist() == [True, False, True]
+    assert torch.isfinite(out.bold[[0, 2]]).all()
+
+
+def test_auto_picks_fused_only_on_cuda():
+    assert resolve_method("auto", torch.device("cpu")) == "euler"
+    assert resolve_method("euler", torch.device("cuda")) == "euler"
+    with pytest.raises(ValueError, match="unknown integration method"):
+        resolve_method("rk45", torch.device("cpu"))
+
+
+def test_fused_refuses_float64(hcp):
+    data, space, theta = hcp
+    with pytest.raises(ValueError, match="float32"):
+        simulate(theta[:1], space, data.sc, protocol=TINY, method="fused", device=DEVICE, dtype=torch.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["tf32x3", "tf32"])
+def test_fused_cost_distributions_match_reference_path(hcp, precision):
+    """Full protocol, the 5 reference sets, 40 independent runs each: per set, the mean total of the
+    fused kernel is within 2 standard errors of the float32 Euler path's; validity flags agree."""
+    data, space, theta = hcp
+    runs = 40
+    sets = theta.repeat_interleave(runs, dim=0)  # (200, 10)
+    results = {}
+    for name, sim in {
+        "euler": Simulator(method="euler", device=torch.device("cuda")),
+        "fused": Simulator(method="fused", device=torch.device("cuda"), precision=precision),
+    }.items():
+        seed = 1 if name == "euler" else 2  # independent noise: a statistical comparison
+        results[name] = evaluate_params(sets, space, data, sim, repeats=1, seed=seed, stage="test").costs
+    for name, costs in results.items():
+        assert int(costs.n_valid().min()) == 1, f"{name}: a run was flagged invalid"
+    a = results["euler"].total.reshape(5, runs).numpy()
+    b = results["fused"].total.reshape(5, runs).numpy()
+    se = np.sqrt(a.var(1, ddof=1) / runs + b.var(1, ddof=1) / runs)
+    assert np.all(np.abs(a.mean(1) - b.mean(1)) < 2.5 * se), (a.mean(1), b.mean(1), se)
+
+
+@pytest.mark.gpu
+def test_fused_ks_within_tolerance_of_float64(hcp):
+    """Same noise streams in float64 (plain path) and in the kernel: the FCD KS differs by < 0.002."""
+    data, space, theta = hcp
+    noise = Noise.independent(3, torch.arange(5))
+    kw = dict(protocol=SimProtocol(), noise=noise, device="cuda")
+    ref = simulate(theta, space, data.sc, method="euler", dtype=torch.float64, **kw)
+    fused = simulate(theta, space, data.sc, method="fused", **kw)
+    emp = (data.fc, data.fcd_cdf)
+    from pmfm.cost import evaluate
+
+    c64 = evaluate(ref.bold, *emp, repeats=1, variant=KONG2021)
+    c32 = evaluate(fused.bold.double(), *emp, repeats=1, variant=cost_variant("kong2021"))
+    assert torch.all((c64.ks - c32.ks).abs() < 0.002), (c64.ks, c32.ks)
+
+
+def test_coupling_matrix_padding_is_inert(hcp):
+    """Regions padded to the kernel's power-of-two width take no part: 8 regions give the same BOLD
+    as the Euler path on the same 8-region system."""
+    data, _, _ = hcp
+    from pmfm.params import RegionalParams
+
+    n, bsz = 8, 2
+    gen = torch.Generator().manual_seed(3)
+    sc = torch.rand(n, n, generator=gen, dtype=torch.float64)
+    c = dynamics.coupling_matrix(sc + sc.T).float()
+    params = RegionalParams(
+        w=0.5 + 0.2 * torch.rand(bsz, n, generator=gen),
+        I=0.3 + 0.02 * torch.rand(bsz, n, generator=gen),
+        G=torch.tensor([1.5, 2.5]),
+        sigma=0.004 + 0.001 * torch.rand(bsz, n, generator=gen),
+    )
+    from pmfm.sim.fused import integrate_fused
+
+    noise = Noise.independent(0, torch.arange(bsz))
+    fused = integrate_fused(params, c, TINY, noise, precision="ieee")["bold"]
+    stream = noise.stream(bsz, n, TINY.total_steps, torch.float32, "cpu")
+    plain = integrate_euler(params, c, TINY, stream)["bold"]
+    torch.testing.assert_close(fused, plain, rtol=1e-3, atol=1e-5)
