@@ -20,11 +20,26 @@ CPU_SIMS_PER_CHUNK = 480  # BOLD of one simulation is N x 1,200 floats (326 kB a
 CUDA_SIMS_PER_CHUNK = 15_000  # a GPU wants thousands at once (about 5 GB of BOLD in float32)
 
 
-def sims_per_chunk(simulator: Simulator) -> int:
-    """Simulations per call: the simulator's chunk_size if set, else a per-device default."""
+def sims_per_chunk(simulator: Simulator, n_regions: int = 68, n_bins: int = 10_000) -> int:
+    """Simulations per call: the simulator's chunk_size if set, else a per-device default.
+
+    On CUDA at most as many as keep their BOLD and per-repeat statistics within half of
+    ``simulator.memory_budget_gb`` (the cost's temporaries get the other half).
+    """
     if simulator.chunk_size:
         return int(simulator.chunk_size)
-    return CUDA_SIMS_PER_CHUNK if simulator.device.type == "cuda" else CPU_SIMS_PER_CHUNK
+    if simulator.device.type != "cuda":
+        return CPU_SIMS_PER_CHUNK
+    itemsize = torch.empty((), dtype=simulator.dtype).element_size()
+    edges = n_regions * (n_regions - 1) // 2
+    per_sim = itemsize * (n_regions * simulator.protocol.n_tr + edges) + 8 * n_bins  # BOLD, FC, CDF
+    return max(1, min(CUDA_SIMS_PER_CHUNK, int(simulator.memory_budget_gb * 2**29) // per_sim))
+
+
+def bold_stats(bold: torch.Tensor, variant: CostVariant, simulator: Simulator) -> RepeatStats:
+    """``repeat_stats`` within the other half of the simulator's memory budget and its precision."""
+    budget = simulator.memory_budget_gb / 2
+    return repeat_stats(bold, variant, memory_budget_gb=budget, precision=simulator.cost_precision)
 
 
 @dataclass(frozen=True)
@@ -62,13 +77,14 @@ def evaluate_params(
     theta = theta[None] if theta.ndim == 1 else theta
     space.check(theta)
     n_sets = theta.shape[0]
-    per_chunk = max(1, min(n_sets, sims_per_chunk(simulator) // repeats))
+    per_sim_chunk = sims_per_chunk(simulator, space.n_regions, variant.n_bins)
+    per_chunk = max(1, min(n_sets, per_sim_chunk // repeats))
     parts, stats_parts, bolds = [], [], []
     for start in range(0, n_sets, per_chunk):
         chunk = theta[start : start + per_chunk]
         noise = simulator.noise_for(len(chunk), repeats, seed, first_key + start * repeats)
         result = simulator.run(chunk.repeat_interleave(repeats, dim=0), space, data.sc, noise)
-        chunk_stats = repeat_stats(result.bold, variant)
+        chunk_stats = bold_stats(result.bold, variant, simulator)
         parts.append(combine_repeats(chunk_stats, data.fc, data.fcd_cdf, repeats, variant, stage))
         if keep_stats:
             stats_parts.append(RepeatStats(*(getattr(chunk_stats, f).cpu() for f in STATS_FIELDS)))

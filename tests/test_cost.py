@@ -404,3 +404,54 @@ def test_cuda_matches_cpu(emp):
     torch.testing.assert_close(costs.total, expected.total, atol=1e-10, rtol=0)
     full = repeat_stats(torch.randn(4, 68, 1200, device="cuda"))  # float32, production shape
     assert full.fcd_valid.all() and full.fc_valid.all()
+
+
+def test_chunk_size_follows_the_memory_budget():
+    from pmfm.cost import CPU_CHUNK, cost_bytes_per_sim, cost_chunk_size
+
+    per_sim = cost_bytes_per_sim(68, 1200, 83)  # production shape, float32
+    assert 80e6 < per_sim < 130e6  # window copies 25 MB, window FCs 21 MB, vectors 30 MB, histogram 40 MB
+    assert cost_chunk_size((1000, 68, 1200), 83, "cuda", memory_budget_gb=8.0) == 8 * 2**30 // per_sim
+    assert cost_chunk_size((1000, 68, 1200), 83, "cuda", memory_budget_gb=0.01) == 1  # never zero
+    assert cost_chunk_size((1000, 68, 1200), 83, "cpu") == CPU_CHUNK
+
+
+def test_budget_chunking_does_not_change_results():
+    bold = random_bold(7, 10, 80)
+    ref = repeat_stats(bold, SMALL, chunk_size=7)
+    tiny_budget = repeat_stats(bold, SMALL, chunk_size=None, memory_budget_gb=1e-9)  # CPU: 16 a chunk
+    one_by_one = repeat_stats(bold, SMALL, chunk_size=1)
+    for stats in (tiny_budget, one_by_one):
+        assert torch.equal(stats.cdf, ref.cdf)
+        torch.testing.assert_close(stats.fc, ref.fc, atol=1e-12, rtol=0)
+
+
+@pytest.mark.gpu
+def test_cuda_tf32_cost_close_to_float64():
+    """TF32 FC/FCD products on production-shaped BOLD: KS within 0.002 of float64, FC within 1e-3."""
+    gen = torch.Generator().manual_seed(0)
+    slow = torch.randn(8, 4, 1200, generator=gen, dtype=torch.float64).cumsum(-1) * 0.05
+    bold = torch.randn(8, 68, 1200, generator=gen, dtype=torch.float64) + slow.repeat(1, 17, 1)
+    ref = repeat_stats(bold.cuda())
+    fast = repeat_stats(bold.float().cuda(), precision="tf32")
+    n_pairs = float(ref.cdf[0, -1])
+    assert float((ref.cdf - fast.cdf).abs().max()) / n_pairs < 0.002
+    assert float((ref.fc - fast.fc.double()).abs().max()) < 1e-3
+
+
+@pytest.mark.gpu
+def test_cuda_simulation_plus_cost_within_memory_budget():
+    from pmfm.data import load_bundled
+    from pmfm.evaluate import evaluate_params
+    from pmfm.params import ParamSpace
+    from pmfm.sim.simulator import Simulator
+
+    data = load_bundled()
+    space = ParamSpace(data.basis())
+    theta = space.random_start(600, np.random.default_rng(0))  # (600, 10) feasible
+    budget = 1.0  # GiB: forces several simulation and cost chunks
+    simulator = Simulator(device=torch.device("cuda"), method="auto", memory_budget_gb=budget)
+    torch.cuda.reset_peak_memory_stats()
+    costs = evaluate_params(theta, space, data, simulator, repeats=1).costs
+    assert torch.cuda.max_memory_allocated() < budget * 2**30
+    assert int(costs.n_valid().min()) == 1

@@ -33,8 +33,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from pmfm.cost import KONG2021, CostVariant, combine_repeats, repeat_stats
-from pmfm.evaluate import sims_per_chunk
+from pmfm.cost import KONG2021, CostVariant, combine_repeats
+from pmfm.evaluate import bold_stats, sims_per_chunk
 from pmfm.params import ParamSpace
 from pmfm.sim.noise import Noise
 
@@ -167,14 +167,15 @@ class SimulatorObjective:
         all_keys = noise.resolved_keys(n_sets * r).reshape(n_sets, r)  # (B, R)
         feasible = self.space.is_feasible(theta).cpu()  # (B,)
         rows = torch.nonzero(feasible).flatten()
-        per_chunk = max(1, sims_per_chunk(self.simulator) // r)  # sets per chunk: bounds the BOLD kept
+        per_sim = sims_per_chunk(self.simulator, self.space.n_regions, self.variant.n_bins)
+        per_chunk = max(1, per_sim // r)  # sets per chunk: bounds the BOLD kept
         for start in range(0, len(rows), per_chunk):
             idx = rows[start : start + per_chunk]  # (b,)
             chunk_noise = Noise(seed=noise.seed, keys=all_keys[idx].flatten(), mode=noise.mode)
             result = self.simulator.run(
                 theta[idx].repeat_interleave(r, dim=0), self.space, self.data.sc, chunk_noise
             )  # bold (b * R, N, T)
-            stats = repeat_stats(result.bold, self.variant)
+            stats = bold_stats(result.bold, self.variant, self.simulator)
             costs = combine_repeats(stats, self.data.fc, self.data.fcd_cdf, r, self.variant, "fit")
             for name in TERM_NAMES:
                 terms[name][idx] = getattr(costs, name).to(terms[name].dtype)

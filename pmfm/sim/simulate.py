@@ -120,7 +120,7 @@ def simulate(
         index = slice(start, min(start + chunk, bsz))
         rows = index.stop - index.start
         chunk_theta, chunk_noise = theta[index], noise.subset(index, bsz)
-        if on_cpu and not fused:  # pad with copies of the last simulation: whole SIMD vectors (pmfm.sim.batching)
+        if on_cpu and not fused:  # pad with copies of the last one: whole SIMD vectors (batching.py)
             pad = batching.padded_size(rows, n) - rows
             chunk_theta = torch.cat([chunk_theta, chunk_theta[-1:].expand(pad, -1)])
             chunk_noise = chunk_noise.padded(pad)
@@ -131,7 +131,8 @@ def simulate(
             out = integrate_fused(params, c, protocol, chunk_noise, record_s=record_s, precision=precision)
         else:
             stream = chunk_noise.stream(params.batch_size, n, protocol.total_steps, dtype, device)
-            out = INTEGRATORS[method](params, c, protocol, stream, coupling=COUPLINGS[coupling], record_s=record_s)
+            integrate = INTEGRATORS[method]
+            out = integrate(params, c, protocol, stream, coupling=COUPLINGS[coupling], record_s=record_s)
         parts.append({k: out[k][:rows] for k in ("bold", "s") if k in out})
         if progress is not None:
             progress(rows)

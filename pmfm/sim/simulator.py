@@ -36,6 +36,8 @@ class Simulator:
     chunk_size: int | None = None
     noise: str = "independent"
     precision: str = "tf32x3"  # the fused kernel's coupling product (pmfm.sim.fused)
+    memory_budget_gb: float = 8.0  # GiB of GPU memory for simulation plus cost (pmfm.evaluate)
+    cost_precision: str = "float32"  # FC and FCD products on CUDA: float32 or tf32 (pmfm.cost)
 
     @property
     def resolved_method(self) -> str:
@@ -63,6 +65,8 @@ class Simulator:
             chunk_size=cfg.get("chunk_size"),
             noise=cfg.get("noise", "independent"),
             precision=cfg.get("precision", "tf32x3"),
+            memory_budget_gb=cfg.get("memory_budget_gb", 8.0),
+            cost_precision=cfg.get("cost_precision", "float32"),
         )
 
     def noise_for(self, n_sets: int, repeats: int, seed: int, first_key: int = 0) -> Noise:
