@@ -4,8 +4,11 @@ Simulates the Kong2021 example sets (tiled to the batch) on the bundled SC and c
 after a warm-up, synchronising the device around each timing, and reports medians over
 ``--repeats`` timings. With ``--steps N`` only N main steps are timed (no warm-up steps) and the
 per-step time is extrapolated to the full protocol's 99,401 steps (1,000 warm-up + 98,401 main;
-warm-up steps skip the Balloon, so the extrapolation is slightly pessimistic). Rows are appended to
-``--results-file`` (see benchmarks/README.md). Needs only torch, numpy and scipy.
+warm-up steps skip the Balloon, so the extrapolation is slightly pessimistic); methods named in
+``--full-methods`` (the fused kernel by default) always run the full protocol. On CUDA the default
+compares the plain path, the compiled path and the fused kernel at batch 1,500 and 15,000 side by
+side and prints their ratios. Rows are appended to ``--results-file`` (see benchmarks/README.md).
+Needs only torch, numpy and scipy (and Triton for the fused kernel).
 """
 
 from __future__ import annotations
@@ -67,17 +70,21 @@ def run_benchmark(
     dtype="float32",
     coupling="auto",
     steps: int | None = None,
+    full_methods=("fused",),
     repeats: int | None = None,
     cost_batch: int = 32,
     cost_tr: int = FULL.n_tr,
+    cost_precisions=("float32",),
     results_file: str | Path | None = "benchmarks/results.csv",
     surrogates=("mlp", "transformer", "gnn", "ensemble"),
     surrogate_batch: int = 10_000,
 ) -> list[dict]:
     """Time the simulator (per method and batch size) and the cost; returns one dict per row.
 
-    ``steps=None`` times the full protocol, else ``steps`` main steps, extrapolated. ``repeats``
-    defaults to 1 for the full protocol and 3 otherwise. ``cost_batch=0`` skips the cost.
+    ``methods`` are integrators, ``fused:<precision>`` for the fused kernel at another coupling
+    precision. ``steps=None`` times the full protocol, else ``steps`` main steps, extrapolated,
+    except for ``full_methods``. ``repeats`` defaults to 1 for the full protocol and 3 otherwise.
+    ``cost_batch=0`` skips the cost; ``cost_precisions`` are float32 and/or tf32.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -86,34 +93,45 @@ def run_benchmark(
         coupling = "matmul" if dev.type == "cuda" else "fixed_order"
     if steps is not None and steps < 2:
         raise ValueError(f"--steps must be at least 2, got {steps}")
-    repeats = repeats or (1 if steps is None else 3)
     data = load_bundled()
     space = ParamSpace(data.basis())
     example = read_params_csv(bundled_path().parent / "kong2021_example.csv", space)  # (5, 10)
-    protocol = FULL if steps is None else _main_steps_only(steps)
     meta = dict(device=device_name(dev), torch=torch.__version__, device_type=dev.type, dtype=dtype)
     meta["date"] = datetime.datetime.now().isoformat(timespec="seconds")
     rows = []
-    for method, batch in itertools.product(methods, batches):
+    for spec, batch in itertools.product(methods, batches):
+        method, _, precision = spec.partition(":")
+        truncated = steps is not None and method not in full_methods
+        protocol = _main_steps_only(steps) if truncated else FULL
         theta = example[torch.arange(batch) % len(example)]  # (B, 10), the example sets tiled
         kw = dict(method=method, device=dev, dtype=DTYPES[dtype], coupling=coupling)
-        kw["noise"] = Noise.independent(0, torch.arange(batch))
-        simulate(theta, space, data.sc, protocol=_main_steps_only(100), **kw)  # warm-up
+        kw |= dict(precision=precision or "tf32x3", noise=Noise.independent(0, torch.arange(batch)))
         run = functools.partial(simulate, theta, space, data.sc, protocol=protocol, **kw)
-        seconds, peak = _median_time(run, dev, repeats)
+        try:
+            simulate(theta, space, data.sc, protocol=_main_steps_only(100), **kw)  # warm-up, compilation
+            seconds, peak = _median_time(run, dev, repeats or (3 if truncated else 1))
+        except (RuntimeError, ValueError) as error:  # a path this device cannot run: say so, go on
+            print(f"sim {spec} at batch {batch} failed: {error!s:.300}")
+            continue
         full_s = seconds / protocol.total_steps * FULL.total_steps
-        name = f"sim {method} {coupling} {dtype}"
-        name += "" if steps is None else f" (extrapolated from {steps} steps)"
+        detail = {"fused": f"{precision or 'tf32x3'} coupling", "compiled": "matmul"}.get(method, coupling)
+        name = f"sim {method} {detail} {dtype}" + (f" (extrapolated from {steps} steps)" if truncated else "")
         rows.append(meta | dict(implementation=name, batch=batch, steps=protocol.total_steps,
                                 seconds=seconds, full_s=full_s, sims_per_s=batch / full_s,
-                                peak_mib=peak))  # fmt:skip
+                                peak_mib=peak, method=spec))  # fmt:skip
     if cost_batch > 0:
-        bold = torch.randn(cost_batch, space.n_regions, cost_tr, dtype=DTYPES[dtype], device=dev)
-        repeat_stats(bold[:2])  # warm-up
-        seconds, peak = _median_time(functools.partial(repeat_stats, bold), dev, repeats)
-        rows.append(meta | dict(implementation=f"cost repeat_stats {dtype} T={cost_tr}",
-                                batch=cost_batch, steps=0, seconds=seconds, full_s=seconds,
-                                sims_per_s=cost_batch / seconds, peak_mib=peak))  # fmt:skip
+        gen = torch.Generator(device=dev).manual_seed(0)
+        bold = torch.randn(
+            cost_batch, space.n_regions, cost_tr, dtype=DTYPES[dtype], device=dev, generator=gen
+        )
+        for precision in cost_precisions:
+            run = functools.partial(repeat_stats, bold, precision=precision)
+            repeat_stats(bold[:2], precision=precision)  # warm-up
+            seconds, peak = _median_time(run, dev, repeats or 3)
+            name = f"cost repeat_stats {dtype} {precision} products T={cost_tr}"
+            rows.append(meta | dict(implementation=name,
+                                    batch=cost_batch, steps=0, seconds=seconds, full_s=seconds,
+                                    sims_per_s=cost_batch / seconds, peak_mib=peak))  # fmt:skip
     for name in surrogates:
         rows.append(meta | _time_surrogate(name, surrogate_batch, space, data, dev, repeats))
     if results_file:
@@ -170,17 +188,45 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_ratios(rows: list[dict]) -> str:
+    """Each simulator row's speed against the plain path (first method) at the same batch."""
+    sims = [r for r in rows if r["implementation"].startswith("sim")]
+    lines = []
+    for batch in dict.fromkeys(r["batch"] for r in sims):
+        at = [r for r in sims if r["batch"] == batch]
+        base = at[0]
+        for r in at[1:]:
+            lines.append(f"batch {batch}: {r['method']} / {base['method']} = "
+                         f"{r['sims_per_s'] / base['sims_per_s']:.1f}x ({r['sims_per_s']:.4g} vs "
+                         f"{base['sims_per_s']:.4g} sims/s)")  # fmt:skip
+        if len(at) > 2:  # the fastest against the second fastest
+            first, second = sorted(at, key=lambda r: -r["sims_per_s"])[:2]
+            lines.append(f"batch {batch}: {first['method']} / {second['method']} = "
+                         f"{first['sims_per_s'] / second['sims_per_s']:.1f}x")  # fmt:skip
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[dict]:
     """Parse arguments, run the benchmark, print the table."""
     p = argparse.ArgumentParser(prog="python -m pmfm.benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch", dest="batches", help="comma list; default 15 (CPU), 1500,15000 (CUDA)")
-    p.add_argument("--methods", default="euler", help="comma list of euler, torchdiffeq")
+    p.add_argument(
+        "--methods",
+        help="comma list of euler, torchdiffeq, compiled, fused, fused:<tf32x3|tf32|ieee>; "
+        "default euler (CPU), euler,compiled,fused (CUDA)",
+    )
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--coupling", default="auto", choices=("auto", "fixed_order", "matmul"))
-    p.add_argument("--steps", type=int, default=None, help="time N main steps and extrapolate")
+    p.add_argument(
+        "--steps", type=int, default=None, help="time N main steps and extrapolate (default on CUDA: 2000)"
+    )
+    p.add_argument("--full-methods", default="fused", help="methods always timed on the full protocol")
     p.add_argument("--repeats", type=int, default=None, help="timings per median (1 full, else 3)")
-    p.add_argument("--cost-batch", type=int, default=None, help="default 32 on CPU, 512 on CUDA")
+    p.add_argument("--cost-batch", type=int, default=None, help="default 32 on CPU, 4096 on CUDA")
+    p.add_argument(
+        "--cost-precisions", help="comma list of float32, tf32; default float32 (CPU), both (CUDA)"
+    )
     p.add_argument("--cost-tr", type=int, default=FULL.n_tr, help="TRs of the random BOLD")
     p.add_argument("--results-file", default="benchmarks/results.csv", help="'' to skip")
     p.add_argument(
@@ -197,11 +243,15 @@ def main(argv=None) -> list[dict]:
     if not cuda and load > 0.5:
         print(f"note: load average {load:.1f} before the run; CPU timings may be contended")
     a.batches = [int(b) for b in (a.batches or ("1500,15000" if cuda else "15")).split(",")]
-    a.methods = a.methods.split(",")
+    a.methods = (a.methods or ("euler,compiled,fused" if cuda else "euler")).split(",")
+    a.full_methods = a.full_methods.split(",")
+    a.steps = a.steps if a.steps is not None or not cuda else 2000
     a.surrogates = [n for n in a.surrogates.split(",") if n]
-    a.cost_batch = a.cost_batch if a.cost_batch is not None else (512 if cuda else 32)
+    a.cost_batch = a.cost_batch if a.cost_batch is not None else (4096 if cuda else 32)
+    a.cost_precisions = (a.cost_precisions or ("float32,tf32" if cuda else "float32")).split(",")
     rows = run_benchmark(**vars(a))
     print(format_table(rows))
+    print(format_ratios(rows))
     cost = [r for r in rows if r["implementation"].startswith("cost")]
     for r in rows if cost else []:
         if r["implementation"].startswith("sim"):

@@ -42,7 +42,7 @@ def test_rows_extrapolate_and_csv_appends(tmp_path, capsys):
     assert sim["implementation"].startswith("sim euler fixed_order float32")
     assert math.isclose(sim["full_s"], sim["seconds"] * 99_401 / 200)
     assert math.isclose(sim["sims_per_s"], 2 / sim["full_s"])
-    assert cost["implementation"] == "cost repeat_stats float32 T=100" and cost["batch"] == 2
+    assert cost["implementation"] == "cost repeat_stats float32 float32 products T=100" and cost["batch"] == 2
     for row in rows:
         assert math.isfinite(row["sims_per_s"]) and row["sims_per_s"] > 0
 

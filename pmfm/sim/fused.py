@@ -37,27 +37,33 @@ PRECISIONS = ("tf32x3", "tf32", "ieee")
 BLOCK_B = 16  # simulations per program (a tensor-core tile needs at least 16 rows)
 NUM_WARPS = 4
 
-# model constants as float32 kernel literals (SPEC sections 2-3; units beside the torch originals)
-_J = dynamics.J
-_DA = dynamics.D * dynamics.A  # y = -d u = D*B - D*A*x
-_DB = dynamics.D * dynamics.B
-_INV_D = 1.0 / dynamics.D
-_NEG_INV_TAU_S = -1.0 / dynamics.TAU_S
-_GAMMA_S = dynamics.GAMMA
-_KAPPA = balloon.KAPPA
-_GAMMA_H = balloon.GAMMA_H
-_INV_TAU = 1.0 / balloon.TAU
-_INV_ALPHA = 1.0 / balloon.ALPHA
-_INV_RHO = 1.0 / balloon.RHO
-_LOG_1_MINUS_RHO = math.log(1.0 - balloon.RHO)
-_BOLD_SCALE = balloon.BOLD_SCALE
-_K1, _K2, _K3 = balloon.K1, balloon.K2, balloon.K3
-_TWO_PI_2M32 = 2.0 * math.pi * 2.0**-32
-
 
 def interpreted() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+# the interpreter takes plain floats; compiled kernels read globals only as constexpr
+_const = (lambda value: value) if interpreted() else tl.constexpr
+
+# model constants as kernel compile-time constants (SPEC sections 2-3; units beside the torch originals)
+_J = _const(dynamics.J)
+_DA = _const(dynamics.D * dynamics.A)  # y = -d u = D*B - D*A*x
+_DB = _const(dynamics.D * dynamics.B)
+_INV_D = _const(1.0 / dynamics.D)
+_NEG_INV_TAU_S = _const(-1.0 / dynamics.TAU_S)
+_GAMMA_S = _const(dynamics.GAMMA)
+_KAPPA = _const(balloon.KAPPA)
+_GAMMA_H = _const(balloon.GAMMA_H)
+_INV_TAU = _const(1.0 / balloon.TAU)
+_INV_ALPHA = _const(1.0 / balloon.ALPHA)
+_INV_RHO = _const(1.0 / balloon.RHO)
+_LOG_1_MINUS_RHO = _const(math.log(1.0 - balloon.RHO))
+_BOLD_SCALE = _const(balloon.BOLD_SCALE)
+_K1 = _const(balloon.K1)
+_K2 = _const(balloon.K2)
+_K3 = _const(balloon.K3)
+_TWO_PI_2M32 = _const(2.0 * math.pi * 2.0**-32)
 
 
 @triton.jit

@@ -100,13 +100,33 @@ def _normals(bases: torch.Tensor, step0: int, n_steps: int, pairs: int, dtype) -
     device = bases.device
     steps = torch.arange(step0, step0 + n_steps, dtype=torch.int64, device=device)
     counter = steps[:, None, None] * pairs + torch.arange(pairs, device=device)  # (T, 1, P)
-    z = _mix64(bases[:, None] + (counter + 1) * _signed(_GAMMA))  # (T, K, P) wrapping int64
+    normals = box_muller(bases[:, None] + (counter + 1) * _signed(_GAMMA), dtype)  # (T, K, P, 2)
+    return normals.reshape(n_steps, len(bases), 2 * pairs)
+
+
+def box_muller(position: torch.Tensor, dtype) -> torch.Tensor:
+    """Two standard normals per stream position, (...) int64 -> (..., 2) of ``dtype``.
+
+    The SplitMix64 output's high and low 32 bits are the uniforms u1 = (hi + 1) 2^-32 in (0, 1]
+    and u2 = lo 2^-32 in [0, 1); the normals are sqrt(-2 ln u1) (cos, sin)(2 pi u2).
+    """
+    z = _mix64(position)  # wrapping int64
     hi = _shr(z, 32).to(dtype)
     lo = (z & 0xFFFFFFFF).to(dtype)
     radius = torch.log((hi + 1.0).mul_(2.0**-32)).mul_(-2.0).sqrt_()  # u1 in (0, 1]
     angle = lo.mul_(_TWO_PI * 2.0**-32)  # 2 pi u2, u2 in [0, 1)
-    normals = torch.stack([radius * torch.cos(angle), radius.mul_(torch.sin(angle))], dim=-1)  # (T, K, P, 2)
-    return normals.reshape(n_steps, len(bases), 2 * pairs)
+    return torch.stack([radius * torch.cos(angle), radius.mul_(torch.sin(angle))], dim=-1)
+
+
+def first_positions(bases: torch.Tensor, pairs: int) -> torch.Tensor:
+    """(K, pairs) int64 stream positions of step 0: ``base + (p + 1) * gamma`` (wrapping)."""
+    p = torch.arange(1, pairs + 1, dtype=torch.int64, device=bases.device)
+    return bases[:, None] + p * _signed(_GAMMA)
+
+
+def position_increment(pairs: int) -> int:
+    """What one step adds to every stream position, as an int64 value (wrapping)."""
+    return _signed(pairs * _GAMMA)
 
 
 @dataclass(frozen=True)

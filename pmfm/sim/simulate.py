@@ -15,7 +15,8 @@ from pmfm.sim.odeint import integrate_odeint
 from pmfm.sim.protocol import SimProtocol
 
 INTEGRATORS = {"euler": integrate_euler, "torchdiffeq": integrate_odeint}
-METHODS = (*INTEGRATORS, "fused", "auto")  # fused: one Triton kernel (pmfm.sim.fused)
+# fused: one Triton kernel (pmfm.sim.fused); compiled: torch.compile + CUDA graphs (pmfm.sim.compiled)
+METHODS = (*INTEGRATORS, "fused", "compiled", "auto")
 COUPLINGS = {"matmul": dynamics.matmul_coupling, "fixed_order": dynamics.fixed_order_coupling}
 
 
@@ -76,8 +77,9 @@ def simulate(
         protocol: step size, warm-up, sampling, burn-in.
         noise: keyed noise (independent per simulation, common random numbers, or explicit).
         method: ``"euler"`` (the reference), ``"torchdiffeq"``, ``"fused"`` (one Triton kernel for
-            the whole loop, CUDA, float32) or ``"auto"`` (fused on CUDA when Triton is installed,
-            else euler).
+            the whole loop, CUDA, float32), ``"compiled"`` (the Euler step under torch.compile,
+            replayed as CUDA graphs; eager on the CPU; keyed noise only, explicit noise runs euler)
+            or ``"auto"`` (fused on CUDA when Triton is installed, else euler).
         device, dtype: where and in which precision to integrate (float32 reference, float64 available).
         chunk_size: simulations integrated together (bounds memory). On the CPU chunks are padded
             and capped (pmfm.sim.batching) so that, with ``coupling="fixed_order"``, every result
@@ -101,6 +103,8 @@ def simulate(
     theta = theta[None] if theta.ndim == 1 else theta
     device = torch.device(device) if device is not None else torch.device("cpu")
     method = resolve_method(method, device)
+    if method == "compiled" and noise.mode == "explicit":
+        method = "euler"  # the compiled path draws its noise on the device
     if coupling == "auto":
         coupling = "matmul" if device.type == "cuda" else "fixed_order"
     sc = torch.as_tensor(
@@ -129,6 +133,13 @@ def simulate(
             from pmfm.sim.fused import integrate_fused  # Triton: imported only when asked for
 
             out = integrate_fused(params, c, protocol, chunk_noise, record_s=record_s, precision=precision)
+        elif method == "compiled":
+            from pmfm.sim.compiled import integrate_compiled
+
+            compile_step = device.type == "cuda"
+            out = integrate_compiled(
+                params, c, protocol, chunk_noise, record_s=record_s, compile=compile_step
+            )
         else:
             stream = chunk_noise.stream(params.batch_size, n, protocol.total_steps, dtype, device)
             integrate = INTEGRATORS[method]
