@@ -150,7 +150,7 @@ def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.d
     u = torch.rand(batch, space.dim, device=dev)
     with torch.no_grad():
         net(u[:16])  # warm-up
-        seconds, peak = _median_time(functools.partial(net, u), dev, max(repeats, 3))
+        seconds, peak = _median_time(functools.partial(net, u), dev, max(repeats or 3, 3))
     return dict(implementation=f"surrogate {name} (untrained, default size)", batch=batch, steps=0,
                 seconds=seconds, full_s=seconds, sims_per_s=batch / seconds, peak_mib=peak)  # fmt:skip
 

@@ -35,7 +35,7 @@ from pmfm.sim.protocol import SimProtocol
 
 PRECISIONS = ("tf32x3", "tf32", "ieee")
 BLOCK_B = 16  # simulations per program (a tensor-core tile needs at least 16 rows)
-NUM_WARPS = 4
+NUM_WARPS = 8  # measured fastest with BLOCK_B = 16 on an H100 (benchmarks/README.md)
 
 
 def interpreted() -> bool:
