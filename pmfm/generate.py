@@ -76,7 +76,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     space = ParamSpace(data.basis())
     spec = dataset_spec(cfg.dataset, space)
     store = ShardStore(dataset_folder(cfg))
-    log.info("dataset %s (%s) in %s on %s", spec.name, spec.strategy, store.folder, simulator.device)
+    log.info(
+        "dataset %s (%s) in %s, %s on %s",
+        spec.name,
+        spec.strategy,
+        store.folder,
+        simulator.resolved_method,
+        simulator.device,
+    )
     with tqdm(desc=f"{spec.name}", unit="sim", disable=not cfg.get("progress", True), smoothing=0.05) as bar:
         generator = Generator(spec, space, data, simulator, variant, store, bar=bar)
         bar.total = expected_simulations(spec, cfg.dataset.shard_index)

@@ -60,12 +60,13 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
         if space.mode == "regional":
             theta = coefficients.regional(theta).flat()
     log.info(
-        "%d set(s) x R=%d on %s/%s, %s %s on %s",
+        "%d set(s) x R=%d on %s/%s, %s (%s) %s on %s",
         len(theta),
         cfg.repeats,
         data.name,
         data.split,
         simulator.name,
+        simulator.resolved_method,
         str(simulator.dtype)[6:],
         simulator.device,
     )
