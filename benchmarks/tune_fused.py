@@ -1,4 +1,4 @@
-"""Launch settings of the fused kernel: block size x warps x coupling precision, on a truncated run.
+"""Launch settings of the fused kernel: layout x block x warps x coupling precision, truncated run.
 
     python benchmarks/tune_fused.py [--steps 2000] [--batch 15000,1500]
 
@@ -28,6 +28,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", default="15000,1500")
+    p.add_argument("--layouts", default="split,wide")
     p.add_argument("--blocks", default="16,32,64")
     p.add_argument("--warps", default="4,8")
     p.add_argument("--precisions", default=",".join(PRECISIONS))
@@ -42,10 +43,11 @@ def main(argv=None) -> None:
     for batch in map(int, a.batch.split(",")):
         params = space.regional(example[torch.arange(batch) % 5]).to(device="cuda", dtype=torch.float32)
         noise = Noise.independent(0, torch.arange(batch))
-        for block, warps, precision in itertools.product(
-            map(int, a.blocks.split(",")), map(int, a.warps.split(",")), a.precisions.split(",")
-        ):
-            kw = dict(precision=precision, block=block, num_warps=warps)
+        for layout, block, warps, precision in itertools.product(
+            a.layouts.split(","), map(int, a.blocks.split(",")), map(int, a.warps.split(",")),
+            a.precisions.split(","),
+        ):  # fmt: skip
+            kw = dict(precision=precision, layout=layout, block=block, num_warps=warps)
             try:
                 integrate_fused(params, c, protocol, noise, **kw)  # compile
                 times = []
@@ -56,16 +58,16 @@ def main(argv=None) -> None:
                     torch.cuda.synchronize()
                     times.append(time.perf_counter() - start)
             except Exception as error:  # a setting the compiler or the device refuses
-                print(f"batch {batch} block {block} warps {warps} {precision}: failed ({error!s:.200})")
+                print(f"batch {batch} {layout} {block} x {warps} warps {precision}: failed ({error!s:.200})")
                 continue
             seconds = statistics.median(times)
             rate = batch / (seconds / protocol.total_steps * FULL_STEPS)
-            results.append((batch, rate, block, warps, precision, seconds))
-            print(f"batch {batch:>6} block {block:>3} warps {warps} {precision:>6}: "
+            results.append((batch, rate, f"{layout} {block}", warps, precision, seconds))
+            print(f"batch {batch:>6} {layout:>5} block {block:>3} warps {warps} {precision:>6}: "
                   f"{1e6 * seconds / protocol.total_steps:8.2f} us/step  {rate:9.1f} sims/s")  # fmt: skip
     print("\nfastest first:")
     for batch, rate, block, warps, precision, _ in sorted(results, key=lambda r: (r[0], -r[1])):
-        print(f"batch {batch:>6} block {block:>3} warps {warps} {precision:>6}: {rate:9.1f} sims/s")
+        print(f"batch {batch:>6} {block:>9} warps {warps} {precision:>6}: {rate:9.1f} sims/s")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def run_benchmark(
         protocol = _main_steps_only(steps) if truncated else FULL
         theta = example[torch.arange(batch) % len(example)]  # (B, 10), the example sets tiled
         kw = dict(method=method, device=dev, dtype=DTYPES[dtype], coupling=coupling)
-        kw |= dict(precision=precision or "tf32x3", noise=Noise.independent(0, torch.arange(batch)))
+        kw |= dict(precision=precision or "tf32", noise=Noise.independent(0, torch.arange(batch)))
         run = functools.partial(simulate, theta, space, data.sc, protocol=protocol, **kw)
         try:
             simulate(theta, space, data.sc, protocol=_main_steps_only(100), **kw)  # warm-up, compilation
@@ -114,7 +114,11 @@ def run_benchmark(
             print(f"sim {spec} at batch {batch} failed: {error!s:.300}")
             continue
         full_s = seconds / protocol.total_steps * FULL.total_steps
-        detail = {"fused": f"{precision or 'tf32x3'} coupling", "compiled": "matmul"}.get(method, coupling)
+        detail = {"fused": f"{precision or 'tf32'} coupling", "compiled": "matmul"}.get(method, coupling)
+        if method == "fused":
+            from pmfm.sim.fused import choose_layout  # Triton: only when the kernel is asked for
+
+            detail += f" {choose_layout('auto', batch, dev)} layout"
         name = f"sim {method} {detail} {dtype}" + (f" (extrapolated from {steps} steps)" if truncated else "")
         rows.append(meta | dict(implementation=name, batch=batch, steps=protocol.total_steps,
                                 seconds=seconds, full_s=full_s, sims_per_s=batch / full_s,
@@ -213,7 +217,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", dest="batches", help="comma list; default 15 (CPU), 1500,15000 (CUDA)")
     p.add_argument(
         "--methods",
-        help="comma list of euler, torchdiffeq, compiled, fused, fused:<tf32x3|tf32|ieee>; "
+        help="comma list of euler, torchdiffeq, compiled, fused, fused:<tf32|tf32x3|ieee>; "
         "default euler (CPU), euler,compiled,fused (CUDA)",
     )
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))

@@ -36,7 +36,7 @@ def hcp():
     return data, space, theta
 
 
-def _step_vectors(hcp, n_steps, precision):
+def _step_vectors(hcp, n_steps, precision, layout="auto"):
     if not REFERENCE.is_file():
         pytest.skip(f"reference step vectors not found at {REFERENCE}")
     ref = dict(np.load(REFERENCE))
@@ -46,30 +46,32 @@ def _step_vectors(hcp, n_steps, precision):
     protocol = SimProtocol(warmup_steps=0, duration_s=(n_steps - 1) * 0.01, tr_s=0.01, burn_in_samples=0)
     noise = Noise.explicit(torch.tensor(ref["xi"][:, :n_steps])[None])
     out = simulate(theta, space, data.sc, protocol=protocol, noise=noise, method="fused", device=DEVICE,
-                   precision=precision, record_s=True)  # fmt: skip
+                   precision=precision, layout=layout, record_s=True)  # fmt: skip
     s, bold = out.s[0].cpu().double().numpy().T, out.bold[0].cpu().double().numpy().T
     return s, bold, ref["S"][:n_steps], ref["bold"][:n_steps]
 
 
-def test_fused_reproduces_reference_step_vectors_interpreted(hcp):
-    # 400 of the 2,000 steps (the interpreter runs ~100 steps/s); the float32 Euler path has the
+@pytest.mark.parametrize("layout", ["split", "wide"])
+def test_fused_reproduces_reference_step_vectors_interpreted(hcp, layout):
+    # 300 of the 2,000 steps (the interpreter runs ~100 steps/s); the float32 Euler path has the
     # same errors: S within 2e-7, BOLD within 2e-5 while the signal is still near rest
-    s, bold, ref_s, ref_bold = _step_vectors(hcp, 400, "ieee")
+    s, bold, ref_s, ref_bold = _step_vectors(hcp, 300, "ieee", layout)
     np.testing.assert_allclose(s, ref_s, rtol=0, atol=1e-6)
     np.testing.assert_allclose(bold, ref_bold, rtol=0, atol=5e-5)
     assert np.linalg.norm(bold - ref_bold) / np.linalg.norm(ref_bold) < 1e-4
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["split", "wide"])
 @pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
-def test_fused_reproduces_reference_step_vectors_gpu(hcp, precision):
-    s, bold, ref_s, ref_bold = _step_vectors(hcp, 2000, precision)
+def test_fused_reproduces_reference_step_vectors_gpu(hcp, precision, layout):
+    s, bold, ref_s, ref_bold = _step_vectors(hcp, 2000, precision, layout)
     np.testing.assert_allclose(s, ref_s, rtol=0, atol=5e-6)
     assert np.linalg.norm(bold - ref_bold) / np.linalg.norm(ref_bold) < 1e-4  # float32 Euler: 6.4e-6
 
 
-@pytest.mark.parametrize("mode", ["independent", "common"])
-def test_fused_keyed_noise_matches_reference_path(hcp, mode):
+@pytest.mark.parametrize(("mode", "layout"), [("independent", "split"), ("common", "wide")])
+def test_fused_keyed_noise_matches_reference_path(hcp, mode, layout):
     """The kernel draws the same SplitMix64 streams as pmfm.sim.noise: same BOLD as the Euler path."""
     data, space, theta = hcp
     theta = theta[[0, 2, 4]].repeat_interleave(2, dim=0)  # (6, 10)
@@ -78,7 +80,7 @@ def test_fused_keyed_noise_matches_reference_path(hcp, mode):
     else:
         noise = Noise.independent(5, torch.tensor([3, 9, 11, 12, 40, 41]))
     fused = simulate(theta, space, data.sc, protocol=TINY, noise=noise, method="fused", device=DEVICE,
-                     precision="ieee")  # fmt: skip
+                     precision="ieee", layout=layout)  # fmt: skip
     plain = simulate(theta, space, data.sc, protocol=TINY, noise=noise, method="euler", device=DEVICE)
     assert fused.bold.shape == plain.bold.shape == (6, 68, 30)
     assert fused.valid.all()
@@ -88,17 +90,18 @@ def test_fused_keyed_noise_matches_reference_path(hcp, mode):
     if mode == "common":  # same set, same stream: identical runs
         assert torch.equal(fused.bold[0], simulate(theta[:1], space, data.sc, protocol=TINY,
                            noise=Noise.common(5, [0]), method="fused", device=DEVICE,
-                           precision="ieee").bold[0])  # fmt: skip
+                           precision="ieee", layout=layout).bold[0])  # fmt: skip
 
 
-def test_fused_results_do_not_depend_on_the_batch(hcp):
+@pytest.mark.parametrize("layout", ["split", "wide"])
+def test_fused_results_do_not_depend_on_the_batch(hcp, layout):
     data, space, theta = hcp
-    keys = torch.arange(20, 40)
-    big = simulate(theta[torch.arange(20) % 5], space, data.sc, protocol=TINY,
-                   noise=Noise.independent(1, keys), method="fused", device=DEVICE)  # fmt: skip
-    alone = simulate(theta[[17 % 5]], space, data.sc, protocol=TINY, noise=Noise.independent(1, keys[[17]]),
-                     method="fused", device=DEVICE)  # fmt: skip
-    assert torch.equal(big.bold[17], alone.bold[0])  # the 17th of a batch of 20 (two blocks) and alone
+    n = 70 if layout == "split" else 20  # two programs of 64 or of 16
+    keys = torch.arange(20, 20 + n)
+    kw = dict(protocol=TINY, method="fused", device=DEVICE, layout=layout)
+    big = simulate(theta[torch.arange(n) % 5], space, data.sc, noise=Noise.independent(1, keys), **kw)
+    alone = simulate(theta[[(n - 3) % 5]], space, data.sc, noise=Noise.independent(1, keys[[n - 3]]), **kw)
+    assert torch.equal(big.bold[n - 3], alone.bold[0])  # in the second program of a batch, and alone
 
 
 def test_fused_flags_nan_run_invalid(hcp):
@@ -167,8 +170,9 @@ def test_fused_ks_within_tolerance_of_float64(hcp):
     assert torch.all((c64.ks - c32.ks).abs() < 0.002), (c64.ks, c32.ks)
 
 
-def test_coupling_matrix_padding_is_inert(hcp):
-    """Regions padded to the kernel's power-of-two width take no part: 8 regions give the same BOLD
+@pytest.mark.parametrize("layout", ["split", "wide"])
+def test_coupling_matrix_padding_is_inert(hcp, layout):
+    """Regions padded to the kernel's power-of-two tiles take no part: 8 regions give the same BOLD
     as the Euler path on the same 8-region system."""
     data, _, _ = hcp
     from pmfm.params import RegionalParams
@@ -186,10 +190,11 @@ def test_coupling_matrix_padding_is_inert(hcp):
     from pmfm.sim.fused import integrate_fused
 
     noise = Noise.independent(0, torch.arange(bsz))
-    fused = integrate_fused(params, c, TINY, noise, precision="ieee")["bold"]
+    on_device = RegionalParams(*(getattr(params, k).to(DEVICE) for k in ("w", "I", "G", "sigma")))
+    fused = integrate_fused(on_device, c.to(DEVICE), TINY, noise, precision="ieee", layout=layout)["bold"]
     stream = noise.stream(bsz, n, TINY.total_steps, torch.float32, "cpu")
     plain = integrate_euler(params, c, TINY, stream)["bold"]
-    torch.testing.assert_close(fused, plain, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(fused.cpu(), plain, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["independent", "common"])
@@ -205,3 +210,19 @@ def test_compiled_path_draws_the_reference_noise(hcp, mode):
         assert torch.equal(compiled.s, plain.s) and torch.equal(compiled.bold, plain.bold)
     else:  # compiled kernels and CUDA graphs: the same runs to float32 rounding
         assert float((compiled.bold - plain.bold).norm() / plain.bold.norm()) < 1e-4
+
+
+def test_layout_rule_and_region_tiles():
+    from pmfm.sim.fused import choose_layout, region_tiles
+
+    cpu = torch.device("cpu")
+    assert choose_layout("auto", 1, cpu) == "split"  # the interpreter counts one multiprocessor
+    assert choose_layout("wide", 10**6, cpu) == "wide"
+    with pytest.raises(ValueError, match="layout"):
+        choose_layout("tall", 1, cpu)
+    assert region_tiles(68) == (64, 16)  # 12 padded lanes instead of 60
+    for n in (8, 16, 17, 33, 64, 68, 100, 114, 200, 400):
+        na, nb = region_tiles(n)
+        assert na + nb >= n and min(na, nb) >= 16
+        assert na & (na - 1) == 0 and nb & (nb - 1) == 0  # powers of two
+        assert na + nb <= max(32, 2 * n)  # never wider than one padded tile

@@ -64,7 +64,8 @@ def simulate(
     dtype: torch.dtype = torch.float32,
     chunk_size: int | None = None,
     coupling: str = "auto",
-    precision: str = "tf32x3",
+    precision: str = "tf32",
+    layout: str = "auto",
     record_s: bool = False,
     progress=None,
 ) -> SimResult:
@@ -87,8 +88,10 @@ def simulate(
         coupling: ``"fixed_order"`` (the CPU default) sums the coupling in a fixed order per
             simulation; ``"matmul"`` (the CUDA default) is faster but its rounding depends on the
             batch size. (Plain paths only.)
-        precision: the fused kernel's coupling product, ``"tf32x3"`` (about float32), ``"tf32"`` or
-            ``"ieee"`` (see pmfm.sim.fused).
+        precision: the fused kernel's coupling product, ``"tf32"`` (the default), ``"tf32x3"``
+            (about float32) or ``"ieee"`` (see pmfm.sim.fused).
+        layout: the fused kernel's region layout, ``"auto"`` (by batch size), ``"split"`` or
+            ``"wide"``; pin it for results that do not depend on the batch size on CUDA.
         record_s: also return S at the kept samples.
         progress: optional callable(n_done) called after each chunk.
 
@@ -132,7 +135,8 @@ def simulate(
         if fused:
             from pmfm.sim.fused import integrate_fused  # Triton: imported only when asked for
 
-            out = integrate_fused(params, c, protocol, chunk_noise, record_s=record_s, precision=precision)
+            kernel = dict(record_s=record_s, precision=precision, layout=layout)
+            out = integrate_fused(params, c, protocol, chunk_noise, **kernel)
         elif method == "compiled":
             from pmfm.sim.compiled import integrate_compiled
 

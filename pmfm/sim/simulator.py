@@ -35,7 +35,8 @@ class Simulator:
     coupling: str = "auto"
     chunk_size: int | None = None
     noise: str = "independent"
-    precision: str = "tf32x3"  # the fused kernel's coupling product (pmfm.sim.fused)
+    precision: str = "tf32"  # the fused kernel's coupling product (pmfm.sim.fused)
+    layout: str = "auto"  # the fused kernel's region layout: auto, split or wide (pmfm.sim.fused)
     memory_budget_gb: float = 8.0  # GiB of GPU memory for simulation plus cost (pmfm.evaluate)
     cost_precision: str = "float32"  # FC and FCD products on CUDA: float32 or tf32 (pmfm.cost)
 
@@ -64,7 +65,8 @@ class Simulator:
             coupling=cfg.get("coupling", "auto"),
             chunk_size=cfg.get("chunk_size"),
             noise=cfg.get("noise", "independent"),
-            precision=cfg.get("precision", "tf32x3"),
+            precision=cfg.get("precision", "tf32"),
+            layout=cfg.get("layout", "auto"),
             memory_budget_gb=cfg.get("memory_budget_gb", 8.0),
             cost_precision=cfg.get("cost_precision", "float32"),
         )
@@ -94,5 +96,6 @@ class Simulator:
             chunk_size=self.chunk_size,
             coupling=self.coupling,
             precision=self.precision,
+            layout=self.layout,
             **kw,
         )
