@@ -1,6 +1,13 @@
 """Shared fixtures: a fixed seed for every test, GPU tests skipped without CUDA."""
 
+import os
 import random
+import shutil
+
+# Without a GPU, Triton kernels run in Triton's interpreter (tests/test_fused.py). The variable must be
+# set before anything imports triton (torch may), or the interpreter cannot call nested kernel functions.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import numpy as np
 import pytest

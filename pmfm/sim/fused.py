@@ -25,7 +25,7 @@ In both:
 Same model, protocol, order of updates and validity rule (every BOLD value finite) as the reference
 Euler path (pmfm.sim.euler). Every simulation's arithmetic is independent of the others in its block,
 so results do not depend on batch size within a layout. On a machine without CUDA the kernel runs
-under Triton's interpreter when ``TRITON_INTERPRET=1`` is set before this module is imported (tests,
+under Triton's interpreter when ``TRITON_INTERPRET=1`` is set before triton is first imported (tests,
 tiny sizes).
 """
 
