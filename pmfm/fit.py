@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from pmfm.cost import cost_variant
 from pmfm.data import DataError, load
 from pmfm.datasets import DatasetError
 from pmfm.fitting import RunState, StateError, report, stages
+from pmfm.fitting.surrogate import prepare_surrogate, search_starts
 from pmfm.params import ParamError, ParamSpace
 from pmfm.search.cmaes import CMAESSettings
 from pmfm.search.runner import SearchSettings
@@ -65,8 +65,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
         model = prepare_surrogate(cfg, out_dir, state)
         search = SearchSettings.from_config(cfg.search)
         found = stages.surrogate_search_stage(
-            state, model, space, search, n_starts=strategy.n_starts, top_k=strategy.top_k, seed=seed
-        )
+            state, model, space, search,
+            n_starts=strategy.n_starts, top_k=strategy.top_k, seed=seed, starts=search_starts(cfg, space),
+        )  # fmt: skip
         candidates = stages.resimulate_stage(
             state, found, space, train_data, simulator, variant, repeats=strategy.repeats, seed=seed
         )
@@ -123,59 +124,6 @@ def load_test(path, n_regions: int, split: dict):
             Path(path), f"test split has {data.n_regions} regions", f"{n_regions}, as the training data"
         )
     return data
-
-
-def prepare_surrogate(cfg: DictConfig, out_dir: Path, state: RunState):
-    """The dataset (reused or generated) and the surrogate (reused ``strategy.ckpt`` or trained)."""
-    import json
-
-    from pmfm.generate import dataset_folder
-    from pmfm.models import SurrogateModule
-    from pmfm.train import train
-
-    if cfg.strategy.ckpt:
-        if not state.has("surrogate"):
-            state.save("surrogate", {"ckpt": str(cfg.strategy.ckpt)})
-            state.record(
-                "surrogate",
-                wall_s=0.0,
-                note=f"reused {cfg.strategy.ckpt}; its dataset and training not counted",
-            )
-        return SurrogateModule.load_from_checkpoint(cfg.strategy.ckpt, map_location="cpu")
-    folder = dataset_folder(cfg)
-    if not state.has("dataset"):
-        manifest_path = folder / "manifest.json"
-        reused = manifest_path.is_file() and json.loads(manifest_path.read_text()).get("complete")
-        tic = time.perf_counter()
-        if not reused:
-            from pmfm.generate import run as generate_dataset
-
-            generate_dataset(cfg, out_dir)
-        manifest = json.loads(manifest_path.read_text())
-        sims = int(manifest["counts"]["rows"]) * int(manifest["config"]["dataset"]["repeats"])
-        note = (
-            f"reused {folder} (made before this run: its wall time is not included)"
-            if reused
-            else f"generated {folder}"
-        )
-        state.record(
-            "dataset", wall_s=0.0 if reused else time.perf_counter() - tic, simulations=sims, note=note
-        )
-        state.save("dataset", {"folder": str(folder), "simulations": sims})
-    if not state.has("surrogate"):
-        tic = time.perf_counter()
-        train_dir = out_dir / "surrogate"
-        last = train_dir / "checkpoints" / "last.ckpt"
-        with open_dict(cfg):
-            cfg.ckpt_path = str(last) if last.is_file() else None  # a killed training resumes
-        train(cfg, train_dir)
-        best = sorted((train_dir / "checkpoints").glob("epoch*.ckpt"))
-        ckpt = best[-1] if best else last
-        state.record(
-            "surrogate", wall_s=time.perf_counter() - tic, note=f"trained {cfg.model.network}: {ckpt}"
-        )
-        state.save("surrogate", {"ckpt": str(ckpt)})
-    return SurrogateModule.load_from_checkpoint(state.load("surrogate")["ckpt"], map_location="cpu")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="fit")

@@ -205,3 +205,60 @@ def test_resuming_with_other_settings_is_refused(fit_folders, tmp_path):
     fit(cfg, tmp_path)
     with pytest.raises(StateError, match="seed"):
         fit(other, tmp_path)
+
+
+def test_surrogate_fit_generates_trains_searches_and_counts_every_simulation(fit_folders, tmp_path):
+    import json
+
+    from pmfm.fit import fit
+
+    train_folder, _ = fit_folders
+    overrides = [
+        o
+        for o in fit_overrides(train_folder, f"root={tmp_path / 'datasets'}")
+        if not o.startswith("strategy")
+    ]
+    overrides += [
+        "strategy=surrogate",
+        "strategy.n_starts=3",
+        "strategy.top_k=3",
+        "strategy.repeats=2",
+        "dataset=cmaes",
+        "dataset.name=tiny_cmaes",
+        "dataset.num_shards=1",
+        "dataset.cmaes.n_starts=3",
+        "dataset.cmaes.popsize=8",
+        "dataset.cmaes.max_generations=3",
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "search.popsize=10",
+        "search.mu=3",
+        "search.max_generations=5",
+    ]
+    with _conf():
+        cfg = compose("fit", overrides=overrides)
+    fit(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # dataset: 3 starts x 3 generations x 8 candidates x R=3; re-simulation: K x R=2; validation: K x R=4
+    k = len(np.loadtxt(tmp_path / "run" / "results.csv", delimiter=",", ndmin=2)[0])
+    assert summary["dataset"]["simulations"] == 3 * 3 * 8 * 3
+    n_candidates = summary["resimulate"]["simulations"] // 2
+    assert 1 <= k <= n_candidates <= 3
+    assert summary["validation"]["simulations"] == n_candidates * 4
+    assert summary["total"]["simulations"] == 216 + n_candidates * 6
+    assert summary["surrogate_search"]["surrogate_evaluations"] > 0
+    assert (tmp_path / "run" / "surrogate" / "checkpoints" / "last.ckpt").is_file()
+
+    # a second fit reuses the checkpoint: no dataset, no training, the same chosen sets
+    from pmfm.fitting import RunState
+
+    ckpt = RunState(tmp_path / "run").load("surrogate")["ckpt"]
+    with _conf():
+        again = compose("fit", overrides=[*overrides, f"strategy.ckpt={ckpt}"])
+    fit(again, tmp_path / "reuse")
+    summary2 = json.loads((tmp_path / "reuse" / "summary.json").read_text())
+    assert "dataset" not in summary2 and summary2["total"]["simulations"] == n_candidates * 6
+    np.testing.assert_array_equal(
+        np.loadtxt(tmp_path / "run" / "results.csv", delimiter=","),
+        np.loadtxt(tmp_path / "reuse" / "results.csv", delimiter=","),
+    )

@@ -160,3 +160,19 @@ def test_callback_under_fast_dev_run_logs_the_resimulated_best(tiny_folder, tmp_
     data = load_folder(tiny_folder, "test", n_tr=100)
     again = evaluate_params(theta, space, data, simulator, repeats=cfg.dataset.repeats, seed=4).costs.total
     np.testing.assert_allclose(again.numpy(), sim, rtol=1e-6)
+
+
+def test_dataset_starts_are_the_best_valid_simulated_samples(space):
+    from pmfm.search.runner import dataset_starts
+
+    theta = space.random_start(6, np.random.default_rng(2)).numpy()
+    theta = np.concatenate([theta, theta[:1]])  # row 6 duplicates row 0
+    rows = {
+        "theta": theta,
+        "total": np.array([0.9, 0.5, 20.0, 0.7, 1.1, 0.8, 0.4]),
+        "n_valid_fc": np.array([3, 3, 0, 3, 3, 3, 3]),
+        "n_valid_fcd": np.array([3, 3, 0, 3, 3, 0, 3]),  # row 5 is invalid for the FCD term
+    }
+    starts = dataset_starts(rows, space, 4)
+    # by total: 6 (0.4), 1 (0.5), 3 (0.7), [5 invalid], 0 (0.9) = duplicate of 6, skipped, 4 (1.1)
+    np.testing.assert_array_equal(starts.numpy(), theta[[6, 1, 3, 4]])

@@ -105,13 +105,16 @@ def simulator_search(
 
 
 def surrogate_search_stage(
-    state: RunState, model, space, settings: SearchSettings, *, n_starts, top_k, seed
+    state: RunState, model, space, settings: SearchSettings, *, n_starts, top_k, seed, starts=None
 ) -> dict:
-    """Search against the surrogate from ``n_starts`` starts; ``top_k`` diverse candidates (predictions)."""
+    """Search against the surrogate from ``n_starts`` random starts (or ``starts`` (S, P));
+    ``top_k`` diverse candidates (predictions)."""
     if state.has("surrogate_search"):
         return state.load("surrogate_search")
     tic = time.perf_counter()
-    outcome = surrogate_search(model, space, settings, n_starts=n_starts, top_k=top_k, seed=seed)
+    outcome = surrogate_search(
+        model, space, settings, n_starts=n_starts, top_k=top_k, seed=seed, starts=starts
+    )
     found = {
         "theta": outcome.theta,
         "start": outcome.start + 1,

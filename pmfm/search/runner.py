@@ -67,6 +67,18 @@ def start_points(space: ParamSpace, seed: int, starts) -> torch.Tensor:
     return torch.cat([space.random_start(1, np.random.default_rng([seed, int(s)])) for s in starts])
 
 
+def dataset_starts(
+    rows: dict, space: ParamSpace, n: int, diversity: float = DIVERSITY_THRESHOLD
+) -> torch.Tensor:
+    """(S <= n, P) the best simulated, valid samples of a dataset (``load_dataset`` rows), diverse."""
+    valid = (rows["n_valid_fc"] > 0) & (rows["n_valid_fcd"] > 0) & np.isfinite(rows["total"])
+    theta = torch.as_tensor(rows["theta"][valid], dtype=torch.float64)
+    total = rows["total"][valid]
+    if not len(theta):
+        raise ValueError("the dataset has no valid sample to start a search from")
+    return theta[choose_diverse(theta, total, space, k=n, threshold=diversity)]
+
+
 def surrogate_search(
     model,
     space: ParamSpace,
@@ -76,15 +88,24 @@ def surrogate_search(
     top_k: int,
     seed: int = 0,
     diversity: float = DIVERSITY_THRESHOLD,
+    starts: torch.Tensor | None = None,
 ) -> SearchOutcome:
     """Run ``settings`` against ``model`` from ``n_starts`` random starts; keep ``top_k`` diverse candidates.
+
+    ``starts`` (S, P), feasible raw parameters, replaces the random starts (``n_starts`` is then S),
+    e.g. the best simulated samples of the surrogate's dataset (:func:`dataset_starts`).
 
     The pool is every start's best point of every generation (CMA-ES) or its best visited point
     (Adam); candidates are chosen from it by predicted score with the diversity rule of
     :func:`pmfm.protocol.choose_diverse` (no two near-identical sets re-simulated).
     """
     score = SurrogateScore(model, settings.uncertainty_penalty, settings.validity_penalty)
-    starts = start_points(space, seed, range(n_starts))  # (S, P)
+    if starts is None:
+        starts = start_points(space, seed, range(n_starts))  # (S, P)
+    else:
+        starts = torch.as_tensor(starts, dtype=torch.float64)
+        space.check(starts)
+        n_starts = len(starts)
     if settings.name == "adam":
         from pmfm.search.gradient import AdamSettings, projected_adam
 
