@@ -43,7 +43,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     """Seed, data, search, validation, test, report; returns the best validation total."""
     L.seed_everything(cfg.seed, workers=True)
     state = RunState(out_dir)
-    identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IDENTITY}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    identity = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
     if state.claim(identity):
         log.info("resuming the fit in %s", out_dir)
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
@@ -56,7 +58,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     strategy, seed = cfg.strategy, int(cfg.seed)
 
     if strategy.name == "simulator":
-        settings = CMAESSettings(**OmegaConf.to_container(strategy.cmaes))
+        settings = CMAESSettings(**{str(k): v for k, v in strategy.cmaes.items()})
         candidates = stages.simulator_search(
             state, space, train_data, simulator, variant,
             n_starts=strategy.n_starts, repeats=strategy.repeats, settings=settings, seed=seed,

@@ -111,7 +111,7 @@ def write_summary(out_dir: Path, rows: list[list], notes: list[str], strategy: s
     """summary.csv, summary.json (read by compare_to=) and the printed text."""
     lines = [",".join(SUMMARY_COLUMNS)] + [f'{r[0]},{r[1]:.3f},{r[2]},{r[3]},"{r[4]}"' for r in rows]
     (out_dir / "summary.csv").write_text("\n".join(lines) + "\n")
-    as_json = {r[0]: dict(zip(SUMMARY_COLUMNS[1:], r[1:], strict=True)) for r in rows}
+    as_json: dict = {r[0]: dict(zip(SUMMARY_COLUMNS[1:], r[1:], strict=True)) for r in rows}
     as_json |= {"strategy": strategy, "device": device}
     (out_dir / "summary.json").write_text(json.dumps(as_json, indent=1) + "\n")
     text = [f"{'stage':<18}{'wall (s)':>10}{'simulations':>13}{'surrogate evals':>17}  note"]

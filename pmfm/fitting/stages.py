@@ -98,7 +98,7 @@ def simulator_search(
     state.record(
         "search",
         wall_s=progress["wall_s"],
-        simulations=progress["simulations"],
+        simulations=int(progress["simulations"]),
         note=f"{n_starts} starts, {searcher.generation} generations, population {settings.popsize}",
     )
     return candidates
@@ -189,6 +189,7 @@ def validation_stage(
     if not chosen:
         raise RuntimeError("no candidate had a finite validation cost: nothing to choose")
     stats = evaluation.stats
+    assert stats is not None  # asked for with keep_stats
     rows = slice(chosen[0] * repeats, (chosen[0] + 1) * repeats)
     out = {
         "vali": vali,

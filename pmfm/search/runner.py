@@ -138,10 +138,10 @@ def surrogate_search(
         history = np.fmin.accumulate(per_gen, axis=0)
     with torch.no_grad():
         pool_score, pred = score(space.normalise(pool))
-    pool_score = pool_score.cpu().numpy()
-    chosen = choose_diverse(pool, pool_score, space, k=top_k, threshold=diversity)
+    scores = pool_score.cpu().numpy()  # (pool,)
+    chosen = choose_diverse(pool, scores, space, k=top_k, threshold=diversity)
     predicted = {k: v.detach().cpu().numpy()[chosen] for k, v in pred.items()}
-    predicted["score"] = pool_score[chosen]
+    predicted["score"] = scores[chosen]
     return SearchOutcome(
         theta=pool[chosen].clone(),
         start=pool_start[chosen],
