@@ -84,10 +84,22 @@ class SurrogateSearchCallback(L.Callback):
         self.evaluations = 0  # surrogate evaluations run by this callback
 
     @classmethod
-    def for_dataset(cls, folder, data_path, simulator, space: ParamSpace, settings: SearchSettings, **kwargs):
+    def for_dataset(
+        cls,
+        folder,
+        data_path,
+        simulator,
+        space: ParamSpace,
+        settings: SearchSettings,
+        *,
+        variant: CostVariant = KONG2021,
+        split: str = "train",
+        repeats: int = 3,
+        **kwargs,
+    ):
         """A callback that re-simulates as the dataset in ``folder`` was made: its data split, protocol,
-        precision, cost variant and R, read from its manifest.json (missing entries: ``simulator`` and
-        the arguments given)."""
+        precision, cost variant and R, read from its manifest.json. Entries the manifest lacks come
+        from ``simulator``, ``variant``, ``split`` and ``repeats``; ``kwargs`` go to the constructor."""
         import dataclasses
         import json
 
@@ -107,13 +119,10 @@ class SurrogateSearchCallback(L.Callback):
         )
         dtype = DTYPES.get(sim.get("dtype"), simulator.dtype)
         simulator = dataclasses.replace(simulator, protocol=protocol, dtype=dtype, noise="independent")
-        variant = cost_variant(made.get("cost", {}).get("variant", kwargs.pop("variant", KONG2021).name))
-        kwargs.pop("variant", None)
-        split = made.get("data", {}).get("split", kwargs.pop("split", "train"))
-        kwargs.pop("split", None)
+        variant = cost_variant(made.get("cost", {}).get("variant", variant.name))
+        split = made.get("data", {}).get("split", split)
         data = load(data_path, split, n_tr=protocol.n_tr, window=variant.window, n_bins=variant.n_bins)
-        repeats = int(made.get("dataset", {}).get("repeats", kwargs.pop("repeats", 3)))
-        kwargs.pop("repeats", None)
+        repeats = int(made.get("dataset", {}).get("repeats", repeats))
         return cls(space, data, simulator, settings, repeats=repeats, variant=variant, **kwargs)
 
     def on_validation_epoch_end(self, trainer, pl_module):
