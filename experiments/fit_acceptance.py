@@ -18,8 +18,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pmfm.cost import cost_variant
 from pmfm.data import load
 from pmfm.params import ParamSpace
@@ -31,9 +29,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fit_acceptance.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--simulator", type=Path, required=True, help="run folder of a strategy=simulator fit")
-    parser.add_argument("--surrogate", type=Path, required=True, help="run folder of a strategy=surrogate fit")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--simulator", type=Path, required=True, help="run folder of a strategy=simulator fit"
+    )
+    parser.add_argument(
+        "--surrogate", type=Path, nargs="+", required=True, help="run folder(s) of strategy=surrogate fits"
+    )
     parser.add_argument("--repeats", type=int, default=20, help="R per group")
     parser.add_argument("--groups", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20265, help="noise seed (fresh: not a fit's seed)")
@@ -47,8 +51,14 @@ def main() -> None:
     variant = cost_variant("kong2021")
     vali = load(None, "vali", n_tr=simulator.protocol.n_tr, window=variant.window, n_bins=variant.n_bins)
     space = ParamSpace(load(None, "train").basis())
-    report = {"repeats_per_group": args.repeats, "groups": args.groups, "seed": args.seed, "device": str(simulator.device)}
-    for name, folder in (("simulator", args.simulator), ("surrogate", args.surrogate)):
+    report = {
+        "repeats_per_group": args.repeats,
+        "groups": args.groups,
+        "seed": args.seed,
+        "device": str(simulator.device),
+    }
+    runs = [("simulator", args.simulator)] + [(f"surrogate_{i + 1}", f) for i, f in enumerate(args.surrogate)]
+    for name, folder in runs:
         theta = read_results(folder / "results.csv", space).theta[:1]  # (1, 10): the chosen set
         tic = time.perf_counter()
         groups = grouped_costs(
@@ -68,19 +78,22 @@ def main() -> None:
             "fit_wall_s": summary["total"]["wall_s"],
             "resimulation_wall_s": time.perf_counter() - tic,
         }
-        print(f"{name:>9}: {mean:.4f} +- {se:.4f} (SE, {n} groups of R = {args.repeats}); "
+        print(f"{name:>11}: {mean:.4f} +- {se:.4f} (SE, {n} groups of R = {args.repeats}); "
               f"fit used {summary['total']['simulations']} simulations")  # fmt: skip
-    sim, sur = report["simulator"], report["surrogate"]
-    se_diff = math.hypot(sim["se"], sur["se"])
-    report["difference"] = sur["mean"] - sim["mean"]
-    report["difference_in_se"] = report["difference"] / se_diff if se_diff > 0 else float("nan")
-    report["pass_quality"] = bool(sur["mean"] <= sim["mean"] + 2 * se_diff)
-    report["pass_simulations"] = bool(sur["total_simulations"] < sim["total_simulations"])
-    print(
-        f"surrogate - simulator = {report['difference']:+.4f} ({report['difference_in_se']:+.2f} SE of the difference); "
-        f"quality {'PASS' if report['pass_quality'] else 'FAIL'}, "
-        f"fewer simulations {'PASS' if report['pass_simulations'] else 'FAIL'}"
-    )
+    sim = report["simulator"]
+    for name, _ in runs[1:]:
+        sur = report[name]
+        se_diff = math.hypot(sim["se"], sur["se"])
+        sur["difference"] = sur["mean"] - sim["mean"]
+        sur["difference_in_se"] = sur["difference"] / se_diff if se_diff > 0 else float("nan")
+        sur["pass_quality"] = bool(sur["mean"] <= sim["mean"] + 2 * se_diff)
+        sur["pass_simulations"] = bool(sur["total_simulations"] < sim["total_simulations"])
+        print(
+            f"{name} - simulator = {sur['difference']:+.4f} "
+            f"({sur['difference_in_se']:+.2f} SE of the difference); "
+            f"quality {'PASS' if sur['pass_quality'] else 'FAIL'}, "
+            f"fewer simulations {'PASS' if sur['pass_simulations'] else 'FAIL'}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"saved {args.out}")
