@@ -6,6 +6,7 @@
     python -m pmfm.fit data=folder data.path=/data/grp test.path=/data/grp_test
     python -m pmfm.fit experiment=fit_kong2021 strategy=simulator   # paper scale (GPU)
     python -m pmfm.fit hydra.run.dir=outputs/fit/<run>   # resume a killed fit where it stopped
+    (a resumed simulator search may change strategy.cmaes.max_generations: stop early or run on)
 
 Search (simulator in the loop, or surrogate + re-simulation), validation (R = 20, top 10, diversity
 0.98) and, given ``test.path``, the test stage. Writes results.csv (released test_all layout plus
@@ -46,7 +47,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     identity = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
-    if state.claim(identity):
+    if state.claim(identity, ignore=[("strategy", "cmaes", "max_generations")]):  # may change on resume
         log.info("resuming the fit in %s", out_dir)
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
     variant = cost_variant(cfg.cost.name)

@@ -21,7 +21,7 @@ import torch
 
 from pmfm.cost import Costs
 from pmfm.evaluate import evaluate_params
-from pmfm.fitting.state import RunState
+from pmfm.fitting.state import RunState, StateError
 from pmfm.protocol import choose_diverse, grouped_costs, validate
 from pmfm.search.runner import SearchSettings, start_points, surrogate_search
 
@@ -56,6 +56,12 @@ def simulator_search(
     from pmfm.search.objective import SimulatorObjective
 
     if state.has("search"):
+        budget = state.load("search_progress")["cmaes"]["settings"]["max_generations"]
+        if budget != settings.max_generations:
+            raise StateError(
+                f"the search of this run finished under max_generations={budget}; its budget can change "
+                f"on resume only while the search is running (got {settings.max_generations})"
+            )
         return Candidates(**state.load("search"))
     objective = SimulatorObjective(
         space, data, simulator, repeats=repeats, seed=seed, variant=variant, common_noise=True

@@ -28,16 +28,17 @@ class RunState:
         self.folder = Path(folder) / "state"
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def claim(self, identity: dict) -> bool:
+    def claim(self, identity: dict, ignore=()) -> bool:
         """Record ``identity`` for a new run, or check it against the run being resumed.
 
+        ``ignore``: key paths (tuples) left out of the comparison, settings that may change on resume.
         Returns True when resuming (an identity was already there). Raises StateError on mismatch.
         """
         path = self.folder / "identity.json"
         text = json.dumps(identity, sort_keys=True, indent=1, default=str)
         if path.is_file():
-            old = json.loads(path.read_text())
-            new = json.loads(text)
+            old = _without(json.loads(path.read_text()), ignore)
+            new = _without(json.loads(text), ignore)
             if old != new:
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise StateError(
@@ -81,6 +82,17 @@ class RunState:
         if note:
             entry["note"] = note
         _atomic_write_text(self.folder / "summary.json", json.dumps(summary, indent=1))
+
+
+def _without(tree: dict, paths) -> dict:
+    """``tree`` with the key paths removed (missing ones ignored)."""
+    for path in paths:
+        node = tree
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return tree
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
