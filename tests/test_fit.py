@@ -207,6 +207,7 @@ def test_resuming_with_other_settings_is_refused(fit_folders, tmp_path):
         fit(other, tmp_path)
 
 
+@pytest.mark.slow  # ~30 s alone: generation, training, search, re-simulation, validation end to end
 def test_surrogate_fit_generates_trains_searches_and_counts_every_simulation(fit_folders, tmp_path):
     import json
 
