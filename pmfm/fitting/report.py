@@ -98,6 +98,11 @@ def summary_table(summary: dict, device: str, compare_to: str | Path | None) -> 
                 f"{o_wall / max(total_wall, 1e-9):.2f}x ({o_wall:.1f} s vs {total_wall:.1f} s); "
                 f"simulations {o_sims} there vs {total_sims} here (ratio {o_sims / max(total_sims, 1):.2f})"
             )
+            reused = [r[0] for r in rows if "reused" in str(r[4])]
+            if reused:
+                notes.append(
+                    f"  (this run's wall time leaves out reused inputs: {', '.join(reused)}; see the notes)"
+                )
             if other.get("device") != device:
                 notes.append("  (different devices: the ratio mixes hardware, not only method)")
     else:
