@@ -299,6 +299,7 @@ def read_params_csv(path, space: ParamSpace) -> torch.Tensor:
         if len(row) <= max(columns) or (columns == list(range(space.dim)) and len(row) != space.dim):
             raise ParamError(
                 f"{path}: row {i} has {len(row)} values; expected {space.dim} ({', '.join(space.names[:10])})"
+                " (a fit's results.csv, one column per set? add params_layout=test_all)"
             )
         try:
             values.append([float(row[c]) for c in columns])

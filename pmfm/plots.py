@@ -82,3 +82,62 @@ def plot_pred_vs_sim(pred: dict, true: dict, valid, path: Path, title: str = "")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_search(history: np.ndarray, predicted, simulated, path: Path, title: str = "") -> Path:
+    """Convergence of a surrogate search (best score per start and step) beside its candidates'
+    predicted vs re-simulated total cost."""
+    history = np.asarray(history, dtype=np.float64)  # (steps, S)
+    fig, (ax_conv, ax_pvs) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_conv.plot(np.arange(len(history)), history, lw=0.9)
+    ax_conv.set_xlabel("generation / step")
+    ax_conv.set_ylabel("best predicted score so far")
+    ax_conv.set_title("convergence, one line per start")
+    predicted, simulated = np.asarray(predicted, float), np.asarray(simulated, float)
+    ax_pvs.scatter(simulated, predicted, s=18)
+    finite = np.isfinite(simulated) & np.isfinite(predicted)
+    if finite.any():
+        lo = float(min(simulated[finite].min(), predicted[finite].min()))
+        hi = float(max(simulated[finite].max(), predicted[finite].max()))
+        ax_pvs.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    ax_pvs.set_xlabel("re-simulated total cost")
+    ax_pvs.set_ylabel("predicted total cost")
+    ax_pvs.set_title("candidates")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cost_per_generation(per_generation: np.ndarray, path: Path, ylabel: str, title: str = "") -> Path:
+    """(G, S) best cost of each generation per start (NaN where a start had stopped)."""
+    per_generation = np.asarray(per_generation, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    gens = np.arange(1, len(per_generation) + 1)
+    for s in range(per_generation.shape[1]):
+        ax.plot(gens, per_generation[:, s], marker=".", lw=0.9, label=f"start {s + 1}")
+    ax.set_xlabel("generation / step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if per_generation.shape[1] <= 10:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_maps(w: np.ndarray, i_map: np.ndarray, sigma: np.ndarray, g: float, names, path: Path) -> Path:
+    """The fitted regional maps (N,) of one parameter set, by region."""
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.14 * len(names)), 7), sharex=True)
+    for ax, values, label in zip(axes, (w, i_map, sigma), ("w", "I (nA)", "sigma"), strict=True):
+        ax.bar(np.arange(len(values)), values, width=0.8)
+        ax.set_ylabel(label)
+    axes[-1].set_xticks(np.arange(len(names)))
+    axes[-1].set_xticklabels(names, rotation=90, fontsize=6)
+    axes[0].set_title(f"best fitted set: regional maps (G = {g:.4g})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -3,6 +3,7 @@
     python -m pmfm.simulate                                 # Kong2021 example set 1, R = 3
     python -m pmfm.simulate example=3 repeats=10 simulator.dtype=float64
     python -m pmfm.simulate params_csv=sets.csv repeats=3   # many sets -> costs.csv
+    python -m pmfm.simulate params_csv=outputs/fit/<run>/results.csv params_layout=test_all
     python -m pmfm.simulate data=folder data.path=/my/data data.split=test
 
 Writes to the run folder: costs.csv (one row per set, input order: fc_cost, fc_l1, ks, total,
@@ -26,6 +27,7 @@ from pmfm.data import DataError, EmpiricalData, bundled_path, load
 from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamError, ParamSpace, read_params_csv
 from pmfm.plots import plot_fc_fcd
+from pmfm.results import read_results
 from pmfm.sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,11 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     variant = cost_variant(cfg.cost.name)
     data = load_data(cfg.data, simulator, variant)
     space = ParamSpace(data.basis(), mode=cfg.param_space)
-    if cfg.params_csv:
+    if cfg.params_csv and cfg.get("params_layout", "rows") == "test_all":
+        theta = read_results(cfg.params_csv, ParamSpace(data.basis())).theta  # (K, 10), a fit's results.csv
+        if space.mode == "regional":
+            theta = ParamSpace(data.basis()).regional(theta).flat()
+    elif cfg.params_csv:
         theta = read_params_csv(cfg.params_csv, space)
     else:
         coefficients = ParamSpace(data.basis())

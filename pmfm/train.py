@@ -85,6 +85,8 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     )
     loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if cfg.get("search_callback") and cfg.search_callback.enabled:
+        callbacks.append(search_callback(cfg, folder, simulator, variant, space, out_dir))
     try:  # from the first logger call on, so that a failing run still finishes its wandb run
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -107,6 +109,29 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
                 import wandb
 
                 wandb.finish()
+
+
+def search_callback(cfg: DictConfig, folder: Path, simulator, variant, space, out_dir: Path):
+    """Search the trained surrogate and re-simulate its top-k as the dataset was made (``search=...``)."""
+    from pmfm.search.callback import SurrogateSearchCallback
+    from pmfm.search.runner import SearchSettings
+
+    c = cfg.search_callback
+    return SurrogateSearchCallback.for_dataset(
+        folder,
+        cfg.data.path,
+        simulator,
+        space,
+        SearchSettings.from_config(cfg.search),
+        variant=variant,
+        split=cfg.data.split,
+        repeats=cfg.dataset.repeats,
+        n_starts=c.n_starts,
+        top_k=c.top_k,
+        seed=c.seed,
+        every_n_epochs=c.every_n_epochs,
+        out_dir=out_dir,
+    )
 
 
 def input_statistics(model_cfg: DictConfig, datamodule: PMFMDataModule) -> dict:

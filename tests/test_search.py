@@ -335,3 +335,36 @@ def test_simulator_objective_common_random_numbers(tiny_folder):
     history = search.run()
     assert log == [(16, 1), (16, 2)]
     assert [len(h) for h in history] == [2, 2] and all(b.valid for h in history for b in h)
+
+
+def test_a_resumed_search_may_change_its_generation_budget():
+    space = BoxSpace(-5.0, 5.0)
+    objective = FunctionObjective(space, sphere(np.ones(P)))
+    starts = torch.full((2, P), 2.0)
+
+    def searcher(budget):
+        settings = small_settings(max_generations=budget, stop_cost=-1)
+        return MultiStartCMAES(objective, starts, settings, seed=3, stds=np.full((2, P), 0.3))
+
+    uninterrupted = searcher(6)
+    uninterrupted.run()
+    short = searcher(3)
+    short.run()
+    assert short.stop_reasons == ["max_generations"] * 2 and short.generation == 3
+    longer = searcher(6)
+    longer.load_state_dict(short.state_dict())  # a larger budget: the stopped starts run on
+    assert longer.active == [0, 1]
+    longer.run()
+    assert longer.generation == 6
+    for a, b in zip(longer.history, uninterrupted.history, strict=True):
+        assert [x.total for x in a] == [y.total for y in b]  # the same search as never stopping
+    running = searcher(6)
+    running.step()
+    running.step()
+    stopped = searcher(2)
+    stopped.load_state_dict(running.state_dict())  # a budget already reached: done
+    assert stopped.done and stopped.stop_reasons == ["max_generations"] * 2
+    with pytest.raises(ValueError, match="other settings"):
+        searcher(6).load_state_dict(
+            {**short.state_dict(), "settings": {**short.state_dict()["settings"], "mu": 5}}
+        )

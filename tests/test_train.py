@@ -19,7 +19,14 @@ from pmfm.predict import predict_csv
 from pmfm.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-FAST = ["logger=csv", "trainer.max_epochs=3", "batch_size=64", "trainer.accelerator=cpu", "device=cpu"]
+FAST = [
+    "logger=csv",
+    "trainer.max_epochs=3",
+    "batch_size=64",
+    "trainer.accelerator=cpu",
+    "device=cpu",
+    "search_callback.enabled=false",  # a full-protocol re-simulation (~20 s); tested elsewhere
+]
 
 
 @pytest.fixture(scope="module")

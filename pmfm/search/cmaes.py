@@ -527,10 +527,16 @@ class MultiStartCMAES:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; settings, seed and starts must match this searcher's."""
+        """Restore :meth:`state_dict`; settings, seed and starts must match this searcher's.
+
+        Only ``max_generations`` may differ (a budget changed on resume): starts stopped by the old
+        budget run on under a larger one, and running starts stop once the new budget is reached.
+        """
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"state version {state.get('version')!r}, expected {STATE_VERSION}")
-        if state["settings"] != dataclasses.asdict(self.settings) or state["seed"] != self.seed:
+        ours = dataclasses.asdict(self.settings)
+        saved = dict(state["settings"], max_generations=ours["max_generations"])
+        if saved != ours or state["seed"] != self.seed:
             raise ValueError("the state was saved with other settings or another seed")
         if not torch.equal(torch.as_tensor(state["starts"]), self.starts):
             raise ValueError("the state was saved with other starts")
@@ -540,3 +546,9 @@ class MultiStartCMAES:
         self.stop_reasons = list(state["stop_reasons"])
         self.history = [[BestOfGeneration(**b) for b in per_start] for per_start in state["history"]]
         self._es = [pickle.loads(blob) for blob in state["strategies"]]
+        budget = self.settings.max_generations
+        for s, reason in enumerate(self.stop_reasons):
+            if reason == "max_generations" and self.generation < budget:
+                self.stop_reasons[s] = None  # a larger budget: run on
+            elif reason is None and self.generation >= budget:
+                self.stop_reasons[s] = "max_generations"

@@ -1,0 +1,251 @@
+"""The stages of a fit (SPEC section 7), each resumable through a :class:`RunState`.
+
+    search       simulator strategy: Kong2021's multi-start CMA-ES with the simulator in the loop
+                 (saved after every generation); surrogate strategy: search against the surrogate,
+                 then ``resimulate`` its candidates on the training split at the training R
+    validation   every candidate at R = 20 on the validation split; top k with the diversity rule
+    test         each chosen set in groups of repeats on a user-named test split (never validation)
+
+Every stage returns plain tensors and arrays and saves them under its name; a stage found on disk
+is loaded, not rerun. Costs are (K, 3) arrays of (fc_cost, ks, total) at the stage's R.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from pmfm.cost import Costs
+from pmfm.evaluate import evaluate_params
+from pmfm.fitting.state import RunState, StateError
+from pmfm.protocol import choose_diverse, grouped_costs, validate
+from pmfm.search.runner import SearchSettings, start_points, surrogate_search
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidates:
+    """Parameter sets that go to validation, with their training costs."""
+
+    theta: torch.Tensor  # (K, P) float64
+    start: np.ndarray  # (K,) int, 1-based
+    generation: np.ndarray  # (K,) int, 1-based generation (or search step) it was found in
+    train: np.ndarray  # (K, 3) fc_cost, ks, total on the training split (simulated, R = train R)
+    per_generation: np.ndarray  # (G, S) best cost per generation and start, for the figure
+    per_generation_label: str  # what per_generation holds
+
+
+def _costs3(costs: Costs) -> np.ndarray:
+    """(K, 3) fc_cost, ks, total (+ fc_l1 is inside total for the DELSSOME variant)."""
+    return np.column_stack([costs.fc_cost.numpy(), costs.ks.numpy(), costs.total.numpy()])
+
+
+def simulator_search(
+    state: RunState, space, data, simulator, variant, *, n_starts, repeats, settings, seed
+) -> Candidates:
+    """Kong2021's CMA-ES with the simulator in the loop, all starts batched; resumes per generation.
+
+    The kept candidates are every start's best of every generation (SPEC section 7, item 1).
+    """
+    from pmfm.search.cmaes import MultiStartCMAES
+    from pmfm.search.objective import SimulatorObjective
+
+    if state.has("search"):
+        budget = state.load("search_progress")["cmaes"]["settings"]["max_generations"]
+        if budget != settings.max_generations:
+            raise StateError(
+                f"the search of this run finished under max_generations={budget}; its budget can change "
+                f"on resume only while the search is running (got {settings.max_generations})"
+            )
+        return Candidates(**state.load("search"))
+    objective = SimulatorObjective(
+        space, data, simulator, repeats=repeats, seed=seed, variant=variant, common_noise=True
+    )
+    searcher = MultiStartCMAES(objective, start_points(space, seed, range(n_starts)), settings, seed=seed)
+    progress = {"wall_s": 0.0, "simulations": 0}
+    if state.has("search_progress"):
+        saved = state.load("search_progress")
+        searcher.load_state_dict(saved["cmaes"])
+        progress = saved["progress"]
+        log.info("resuming the search after generation %d", searcher.generation)
+    while not searcher.done:
+        tic = time.perf_counter()
+        result = searcher.step()
+        progress["wall_s"] += time.perf_counter() - tic
+        progress["simulations"] += result.batch_size * repeats
+        best = min((s.total[s.best].item() for s in result.starts if s.best >= 0), default=float("nan"))
+        log.info(
+            "generation %d: %d sets simulated x R=%d, best training total %.4f",
+            result.generation,
+            result.batch_size,
+            repeats,
+            best,
+        )
+        state.save("search_progress", {"cmaes": searcher.state_dict(), "progress": progress})
+    kept = [b for per_start in searcher.history for b in per_start]
+    per_generation = np.full((searcher.generation, n_starts), np.nan)
+    for b in kept:
+        per_generation[b.generation - 1, b.start] = b.total
+    terms = {k: np.array([b.terms.get(k, np.nan) for b in kept]) for k in ("fc_cost", "ks")}
+    candidates = Candidates(
+        theta=torch.stack([b.theta for b in kept]),
+        start=np.array([b.start + 1 for b in kept]),
+        generation=np.array([b.generation for b in kept]),
+        train=np.column_stack([terms["fc_cost"], terms["ks"], [b.total for b in kept]]),
+        per_generation=per_generation,
+        per_generation_label=f"best training total of the generation (R = {repeats})",
+    )
+    state.save("search", asdict(candidates))
+    state.record(
+        "search",
+        wall_s=progress["wall_s"],
+        simulations=int(progress["simulations"]),
+        note=f"{n_starts} starts, {searcher.generation} generations, population {settings.popsize}",
+    )
+    return candidates
+
+
+def surrogate_search_stage(
+    state: RunState, model, space, settings: SearchSettings, *, n_starts, top_k, seed, starts=None
+) -> dict:
+    """Search against the surrogate from ``n_starts`` random starts (or ``starts`` (S, P));
+    ``top_k`` diverse candidates (predictions)."""
+    if state.has("surrogate_search"):
+        return state.load("surrogate_search")
+    tic = time.perf_counter()
+    outcome = surrogate_search(
+        model, space, settings, n_starts=n_starts, top_k=top_k, seed=seed, starts=starts
+    )
+    found = {
+        "theta": outcome.theta,
+        "start": outcome.start + 1,
+        "step": outcome.step,
+        "predicted": outcome.predicted,
+        "history": outcome.history,
+    }
+    state.save("surrogate_search", found)
+    state.record(
+        "surrogate_search",
+        wall_s=time.perf_counter() - tic,
+        evaluations=outcome.evaluations,
+        note=f"{settings.name}, {n_starts} starts",
+    )
+    return found
+
+
+def resimulate_stage(
+    state: RunState, found: dict, space, data, simulator, variant, *, repeats, seed
+) -> Candidates:
+    """Simulate the surrogate's candidates on the training split at the training R."""
+    if state.has("search"):
+        return Candidates(**state.load("search"))
+    tic = time.perf_counter()
+    costs = evaluate_params(
+        found["theta"], space, data, simulator, repeats=repeats, seed=seed, variant=variant
+    ).costs
+    candidates = Candidates(
+        theta=found["theta"],
+        start=np.asarray(found["start"]),
+        generation=np.asarray(found["step"]),
+        train=_costs3(costs),
+        per_generation=np.asarray(found["history"]),
+        per_generation_label="best predicted score so far (surrogate)",
+    )
+    state.save("search", asdict(candidates))
+    state.record(
+        "resimulate",
+        wall_s=time.perf_counter() - tic,
+        simulations=len(found["theta"]) * repeats,
+        note=f"{len(found['theta'])} candidates x R={repeats} on the training split",
+    )
+    return candidates
+
+
+def validation_stage(
+    state: RunState,
+    candidates: Candidates,
+    space,
+    data,
+    simulator,
+    variant,
+    *,
+    repeats,
+    seed,
+    top_k,
+    diversity,
+) -> dict:
+    """Every candidate at R = ``repeats`` on the validation split; choose the top k (diversity rule).
+
+    Returns "vali" (K, 3), "chosen" (indices, best first) and the chosen best set's per-repeat FC and
+    FCD CDFs ("best_fc" (R, E), "best_cdf" (R, bins), validity masks) for the figure.
+    """
+    if state.has("validation"):
+        return state.load("validation")
+    tic = time.perf_counter()
+    evaluation = validate(
+        candidates.theta, space, data, simulator, repeats=repeats, seed=seed, variant=variant, keep_stats=True
+    )
+    vali = _costs3(evaluation.costs)
+    chosen = choose_diverse(candidates.theta, vali[:, 2], space, k=top_k, threshold=diversity)
+    if not chosen:
+        raise RuntimeError("no candidate had a finite validation cost: nothing to choose")
+    stats = evaluation.stats
+    assert stats is not None  # asked for with keep_stats
+    rows = slice(chosen[0] * repeats, (chosen[0] + 1) * repeats)
+    out = {
+        "vali": vali,
+        "chosen": chosen,
+        "best_fc": stats.fc[rows].clone(),
+        "best_cdf": stats.cdf[rows].clone(),
+        "best_fc_valid": stats.fc_valid[rows].clone(),
+        "best_fcd_valid": stats.fcd_valid[rows].clone(),
+    }
+    state.save("validation", out)
+    state.record(
+        "validation",
+        wall_s=time.perf_counter() - tic,
+        simulations=len(candidates.theta) * repeats,
+        note=f"{len(candidates.theta)} candidates x R={repeats}, {len(chosen)} chosen",
+    )
+    return out
+
+
+def test_stage(
+    state: RunState, theta, space, data, simulator, variant, *, repeats, group_size, seed
+) -> np.ndarray:
+    """(C, 3) mean fc_cost, ks, total over the finite groups of each chosen set (SPEC section 7, item 3).
+
+    The saved stage is reused only for the same test folder and settings; otherwise it is rerun.
+    """
+    key = {"source": str(data.source), "repeats": repeats, "group_size": group_size, "seed": seed}
+    if state.has("test") and state.load("test")["key"] == key:
+        return state.load("test")["means"]
+    if repeats % group_size:
+        raise ValueError(f"test.repeats={repeats} is not a multiple of test.group_size={group_size}")
+    tic = time.perf_counter()
+    groups = grouped_costs(
+        theta,
+        space,
+        data,
+        simulator,
+        group_size=group_size,
+        n_groups=repeats // group_size,
+        seed=seed,
+        variant=variant,
+        stage="test",
+    )
+    with np.errstate(all="ignore"):
+        means = np.column_stack([np.nanmean(groups[k], axis=1) for k in ("fc_cost", "ks", "total")])
+    state.save("test", {"key": key, "means": means})
+    state.record(
+        "test",
+        wall_s=time.perf_counter() - tic,
+        simulations=len(theta) * repeats,
+        note=f"{len(theta)} sets x {repeats} repeats in groups of {group_size}",
+    )
+    return means
