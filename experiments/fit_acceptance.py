@@ -21,9 +21,9 @@ from pathlib import Path
 from pmfm.cost import cost_variant
 from pmfm.data import load
 from pmfm.params import ParamSpace
-from pmfm.protocol import grouped_costs, mean_and_se
 from pmfm.results import read_results
 from pmfm.sim.simulator import Simulator
+from pmfm.validation import grouped_costs, mean_and_se
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fit_acceptance.json"
 

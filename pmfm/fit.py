@@ -96,7 +96,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
 
     results = report.fit_results(candidates, validation, test)
     report.write_outputs(out_dir, results, candidates, validation, space, vali_data, variant, cfg.plot)
-    device = f"{simulator.device} ({simulator.name}, {str(simulator.dtype)[6:]})"
+    device = f"{simulator.device} ({simulator.name}: {simulator.resolved_method}, {str(simulator.dtype)[6:]})"
     rows, notes = report.summary_table(state.summary(), device, cfg.compare_to)
     print(report.write_summary(out_dir, rows, notes, strategy.name, device))
     print(

@@ -16,7 +16,7 @@ from hydra import compose
 from scipy.io import loadmat, savemat
 
 from pmfm.params import ParamSpace
-from pmfm.protocol import choose_diverse, map_correlations
+from pmfm.validation import choose_diverse, map_correlations
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import torch
 from pmfm.cost import Costs
 from pmfm.evaluate import evaluate_params
 from pmfm.fitting.state import RunState, StateError
-from pmfm.protocol import choose_diverse, grouped_costs, validate
 from pmfm.search.runner import SearchSettings, start_points, surrogate_search
+from pmfm.validation import choose_diverse, grouped_costs, validate
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from pmfm.params import ParamSpace
-from pmfm.protocol import DIVERSITY_THRESHOLD, choose_diverse
 from pmfm.search.surrogate import SurrogateObjective, SurrogateScore
+from pmfm.validation import DIVERSITY_THRESHOLD, choose_diverse
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def surrogate_search(
 
     The pool is every start's best point of every generation (CMA-ES) or its best visited point
     (Adam); candidates are chosen from it by predicted score with the diversity rule of
-    :func:`pmfm.protocol.choose_diverse` (no two near-identical sets re-simulated).
+    :func:`pmfm.validation.choose_diverse` (no two near-identical sets re-simulated).
     """
     score = SurrogateScore(model, settings.uncertainty_penalty, settings.validity_penalty)
     if starts is None:
