@@ -102,7 +102,7 @@ def run_benchmark(
     for spec, batch in itertools.product(methods, batches):
         method, _, precision = spec.partition(":")
         truncated = steps is not None and method not in full_methods
-        protocol = _main_steps_only(steps) if truncated else FULL
+        protocol = _main_steps_only(steps) if steps is not None and truncated else FULL
         theta = example[torch.arange(batch) % len(example)]  # (B, 10), the example sets tiled
         kw = dict(method=method, device=dev, dtype=DTYPES[dtype], coupling=coupling)
         kw |= dict(precision=precision or "tf32", noise=Noise.independent(0, torch.arange(batch)))
@@ -129,15 +129,15 @@ def run_benchmark(
             cost_batch, space.n_regions, cost_tr, dtype=DTYPES[dtype], device=dev, generator=gen
         )
         for precision in cost_precisions:
-            run = functools.partial(repeat_stats, bold, precision=precision)
             repeat_stats(bold[:2], precision=precision)  # warm-up
-            seconds, peak = _median_time(run, dev, repeats or 3)
+            cost = functools.partial(repeat_stats, bold, precision=precision)
+            seconds, peak = _median_time(cost, dev, repeats or 3)
             name = f"cost repeat_stats {dtype} {precision} products T={cost_tr}"
             rows.append(meta | dict(implementation=name,
                                     batch=cost_batch, steps=0, seconds=seconds, full_s=seconds,
                                     sims_per_s=cost_batch / seconds, peak_mib=peak))  # fmt:skip
     for name in surrogates:
-        rows.append(meta | _time_surrogate(name, surrogate_batch, space, data, dev, repeats))
+        rows.append(meta | _time_surrogate(name, surrogate_batch, space, data, dev, repeats or 3))
     if results_file:
         append_results(Path(results_file), rows)
     return rows
@@ -154,7 +154,7 @@ def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.d
     u = torch.rand(batch, space.dim, device=dev)
     with torch.no_grad():
         net(u[:16])  # warm-up
-        seconds, peak = _median_time(functools.partial(net, u), dev, max(repeats or 3, 3))
+        seconds, peak = _median_time(functools.partial(net, u), dev, max(repeats, 3))
     return dict(implementation=f"surrogate {name} (untrained, default size)", batch=batch, steps=0,
                 seconds=seconds, full_s=seconds, sims_per_s=batch / seconds, peak_mib=peak)  # fmt:skip
 

@@ -135,8 +135,9 @@ def simulate(
         if fused:
             from pmfm.sim.fused import integrate_fused  # Triton: imported only when asked for
 
-            kernel = dict(record_s=record_s, precision=precision, layout=layout)
-            out = integrate_fused(params, c, protocol, chunk_noise, **kernel)
+            out = integrate_fused(
+                params, c, protocol, chunk_noise, record_s=record_s, precision=precision, layout=layout
+            )
         elif method == "compiled":
             from pmfm.sim.compiled import integrate_compiled
 
