@@ -247,35 +247,9 @@ def _mfm_kernel_split(
     sb = tl.zeros((BLOCK, NB), dtype=tl.float32) + s0
     for t in range(0, warmup_steps):
         sa, sb, ca, cb = _neural_step(
-            sa,
-            sb,
-            ca,
-            cb,
-            t,
-            jwa,
-            jwb,
-            jg,
-            ia,
-            ib,
-            scale_a,
-            scale_b,
-            ct_aa,
-            ct_ab,
-            ct_ba,
-            ct_bb,
-            xi_ptr,
-            xoff_a,
-            xoff_b,
-            xi_st,
-            dt,
-            gamma_step,
-            BLOCK,
-            NA,
-            NB,
-            EXPLICIT,
-            PRECISION,
-            FAST,
-        )
+            sa, sb, ca, cb, t, jwa, jwb, jg, ia, ib, scale_a, scale_b, ct_aa, ct_ab, ct_ba, ct_bb,
+            xi_ptr, xoff_a, xoff_b, xi_st, dt, gamma_step, BLOCK, NA, NB, EXPLICIT, PRECISION, FAST
+        )  # fmt: skip
     za = tl.zeros((BLOCK, NA), dtype=tl.float32)
     fa, va, qa = za + 1.0, za + 1.0, za + 1.0
     zb = tl.zeros((BLOCK, NB), dtype=tl.float32)
@@ -286,35 +260,9 @@ def _mfm_kernel_split(
         length = rest + (k < n_full) * (tr_steps - rest)  # tr_steps, or rest for the last sample
         for t in range(first, first + length):
             sa, sb, ca, cb = _neural_step(
-                sa,
-                sb,
-                ca,
-                cb,
-                t,
-                jwa,
-                jwb,
-                jg,
-                ia,
-                ib,
-                scale_a,
-                scale_b,
-                ct_aa,
-                ct_ab,
-                ct_ba,
-                ct_bb,
-                xi_ptr,
-                xoff_a,
-                xoff_b,
-                xi_st,
-                dt,
-                gamma_step,
-                BLOCK,
-                NA,
-                NB,
-                EXPLICIT,
-                PRECISION,
-                FAST,
-            )
+                sa, sb, ca, cb, t, jwa, jwb, jg, ia, ib, scale_a, scale_b, ct_aa, ct_ab, ct_ba, ct_bb,
+                xi_ptr, xoff_a, xoff_b, xi_st, dt, gamma_step, BLOCK, NA, NB, EXPLICIT, PRECISION, FAST
+            )  # fmt: skip
             za, fa, va, qa = _balloon_step(sa, za, fa, va, qa, dt)
             zb, fb, vb, qb = _balloon_step(sb, zb, fb, vb, qb, dt)
         if k >= burn_in:
