@@ -110,3 +110,16 @@ def write_synthetic_dataset(folder, space, n_runs: int = 12, per_run: int = 40, 
         store.write_shard(shard, merged, {"strategy": "synthetic"})
     store.update_manifest(2)
     return folder
+
+
+def assert_diverse_and_feasible(space, theta, most: int) -> None:
+    """At most ``most`` distinct feasible sets, no two alike under the 0.98 rule (SPEC section 7)."""
+    from pmfm.validation import DIVERSITY_THRESHOLD, map_correlations
+
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    assert 0 < len(theta) <= most, f"{len(theta)} sets, expected 1..{most}"
+    assert bool(space.is_feasible(theta).all()), "an infeasible set was returned"
+    for i in range(len(theta)):
+        for j in range(i):
+            r = map_correlations(space, theta[i], theta[j])
+            assert not (r > DIVERSITY_THRESHOLD).all(), f"sets {j} and {i} alike: map correlations {r}"
