@@ -10,12 +10,12 @@ fastest first. The defaults in pmfm/sim/fused.py come from this table (benchmark
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
-import statistics
-import time
 
 import torch
 
+from pmfm.benchmark import median_time
 from pmfm.data import bundled_path, load_bundled
 from pmfm.params import ParamSpace, read_params_csv
 from pmfm.sim import Noise, SimProtocol, dynamics
@@ -47,20 +47,16 @@ def main(argv=None) -> None:
             a.layouts.split(","), map(int, a.blocks.split(",")), map(int, a.warps.split(",")),
             a.precisions.split(","),
         ):  # fmt: skip
-            kw = dict(precision=precision, layout=layout, block=block, num_warps=warps)
+            run = functools.partial(
+                integrate_fused, params, c, protocol, noise,
+                precision=precision, layout=layout, block=block, num_warps=warps,
+            )  # fmt: skip
             try:
-                integrate_fused(params, c, protocol, noise, **kw)  # compile
-                times = []
-                for _ in range(3):
-                    torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    integrate_fused(params, c, protocol, noise, **kw)
-                    torch.cuda.synchronize()
-                    times.append(time.perf_counter() - start)
+                run()  # compile
+                seconds, _ = median_time(run, torch.device("cuda"), 3)
             except Exception as error:  # a setting the compiler or the device refuses
                 print(f"batch {batch} {layout} {block} x {warps} warps {precision}: failed ({error!s:.200})")
                 continue
-            seconds = statistics.median(times)
             rate = batch / (seconds / protocol.total_steps * FULL_STEPS)
             results.append((batch, rate, f"{layout} {block}", warps, precision, seconds))
             print(f"batch {batch:>6} {layout:>5} block {block:>3} warps {warps} {precision:>6}: "

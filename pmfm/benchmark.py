@@ -47,7 +47,7 @@ def device_name(device: torch.device) -> str:
     return f"{model} ({cores} cores)"
 
 
-def _median_time(fn, device: torch.device, repeats: int) -> tuple[float, float]:
+def median_time(fn, device: torch.device, repeats: int) -> tuple[float, float]:
     """Median seconds of ``fn()`` over ``repeats`` runs, and peak CUDA memory in MiB (else nan)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -109,7 +109,7 @@ def run_benchmark(
         run = functools.partial(simulate, theta, space, data.sc, protocol=protocol, **kw)
         try:
             simulate(theta, space, data.sc, protocol=_main_steps_only(100), **kw)  # warm-up, compilation
-            seconds, peak = _median_time(run, dev, repeats or (3 if truncated else 1))
+            seconds, peak = median_time(run, dev, repeats or (3 if truncated else 1))
         except (RuntimeError, ValueError) as error:  # a path this device cannot run: say so, go on
             print(f"sim {spec} at batch {batch} failed: {error!s:.300}")
             continue
@@ -131,7 +131,7 @@ def run_benchmark(
         for precision in cost_precisions:
             repeat_stats(bold[:2], precision=precision)  # warm-up
             cost = functools.partial(repeat_stats, bold, precision=precision)
-            seconds, peak = _median_time(cost, dev, repeats or 3)
+            seconds, peak = median_time(cost, dev, repeats or 3)
             name = f"cost repeat_stats {dtype} {precision} products T={cost_tr}"
             rows.append(meta | dict(implementation=name,
                                     batch=cost_batch, steps=0, seconds=seconds, full_s=seconds,
@@ -154,7 +154,7 @@ def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.d
     u = torch.rand(batch, space.dim, device=dev)
     with torch.no_grad():
         net(u[:16])  # warm-up
-        seconds, peak = _median_time(functools.partial(net, u), dev, max(repeats, 3))
+        seconds, peak = median_time(functools.partial(net, u), dev, max(repeats, 3))
     return dict(implementation=f"surrogate {name} (untrained, default size)", batch=batch, steps=0,
                 seconds=seconds, full_s=seconds, sims_per_s=batch / seconds, peak_mib=peak)  # fmt:skip
 
