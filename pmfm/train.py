@@ -69,7 +69,10 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         batch_size=cfg.batch_size,
         generate=functools.partial(generate_dataset, cfg, out_dir),  # picklable (ddp_spawn)
     )
-    network_hparams = dict(cfg.model.network_hparams) | input_statistics(cfg.model, datamodule)
+    extra = target_fc(cfg.model, data)
+    geometry = {"box": space.box.tolist(), "basis": data.basis().tolist(), "sc": data.sc.tolist()}
+    network_hparams = dict(cfg.model.network_hparams) | extra
+    network_hparams |= input_statistics(cfg.model, datamodule, geometry, extra)
     model = SurrogateModule(
         network=cfg.model.network,
         network_hparams=network_hparams,
@@ -134,17 +137,38 @@ def search_callback(cfg: DictConfig, folder: Path, simulator, variant, space, ou
     )
 
 
-def input_statistics(model_cfg: DictConfig, datamodule: PMFMDataModule) -> dict:
-    """Training-split mean and sd of the inputs, for the coefficient MLPs (in-memory datasets)."""
-    member = model_cfg.network_hparams.get("member") if model_cfg.network == "ensemble" else model_cfg.network
-    if member != "mlp":
+def input_statistics(
+    model_cfg: DictConfig, datamodule: PMFMDataModule, geometry: dict | None = None, extra: dict | None = None
+) -> dict:
+    """Training-split mean and sd of the MLPs' input features (in-memory datasets), as hparams.
+
+    ``geometry``: the network's box, basis and sc (default: the bundled data's); ``extra``: hparams
+    filled in at run time (``target_fc``).
+    """
+    hparams = dict(model_cfg.network_hparams) | (extra or {})
+    member = hparams.pop("member", None) if model_cfg.network == "ensemble" else model_cfg.network
+    hparams.pop("k", None)
+    if member not in ("mlp", "mlp_lna"):
         return {}
     datamodule.prepare_data()
     datamodule.setup("fit")
     if datamodule.streaming:
         return {}
-    x = datamodule.dataset("train").x  # (n, P)
+    from pmfm.models.module import _bundled_defaults
+    from pmfm.models.networks import NETWORKS
+
+    geometry = geometry or dict(zip(("box", "basis", "sc"), _bundled_defaults(None, None, None), strict=True))
+    network = NETWORKS[member](1, **geometry, **hparams)
+    with torch.no_grad():
+        x = network.features(datamodule.dataset("train").x.float())  # (n, F)
     return {"input_mean": x.mean(0).tolist(), "input_std": x.std(0).tolist()}
+
+
+def target_fc(model_cfg: DictConfig, data) -> dict:
+    """``target_fc: auto`` in a model config -> the data's empirical FC (N, N) as nested lists."""
+    if model_cfg.network_hparams.get("target_fc") != "auto":
+        return {}
+    return {"target_fc": data.fc.tolist()}
 
 
 def check_dataset_matches(folder: Path, variant: str, n_regions: int) -> None:

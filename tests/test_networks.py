@@ -11,6 +11,7 @@ from pmfm.params import ParamSpace
 SMALL = {
     "mlp": {"hidden": 32, "depth": 2},
     "mlp_regional": {"hidden": 32, "depth": 2},
+    "mlp_lna": {"hidden": 32, "depth": 2, "with_coefficients": True},
     "transformer": {"layers": 1, "heads": 2, "width": 16, "ff_mult": 2},
     "gnn": {"layers": 2, "width": 16},
     "ensemble": {"member": "mlp", "k": 3, "hidden": 16, "depth": 1},

@@ -40,14 +40,16 @@ def _cfg(dataset, *overrides):
         return compose("train", overrides=[f"dataset_dir={dataset}", *FAST, *overrides])
 
 
-@pytest.mark.parametrize("model", ["mlp", "mlp_regional", "transformer", "gnn", "ensemble"])
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_every_model_config_instantiates_and_predicts(dataset, model):
+    from pmfm.train import target_fc
+
     cfg = _cfg(dataset, f"model={model}")
     space = ParamSpace(load_bundled().basis())
     data = load_bundled()
     module = SurrogateModule(
         network=cfg.model.network,
-        network_hparams=dict(cfg.model.network_hparams),
+        network_hparams=dict(cfg.model.network_hparams) | target_fc(cfg.model, data),
         terms=["fc_cost", "ks"],
         target_names=list(cfg.targets),
         box=space.box.tolist(),

@@ -16,6 +16,8 @@ are stored as buffers and each network ignores what it does not use.
 ``mlp_regional``   the same MLP on the 3N + 1 normalised regional values
 ``transformer``    region tokens + class token: layers, heads, width, dropout, ff_mult, cond_dim,
                    sc_transform
+``mlp_lna``        MLP on summaries of the model linearised at its steady state: target_fc,
+                   with_coefficients, plus the MLP's
 ``gnn``            message passing over the SC graph: layers, width, activation, sc_transform
 ``ensemble``       K members: member, k, plus the member's hyperparameters
 =================  ==============================================================================
@@ -27,6 +29,7 @@ from torch import nn
 
 from pmfm.models.networks.ensemble import Ensemble
 from pmfm.models.networks.gnn import GNN
+from pmfm.models.networks.linearised import LinearisedMLP
 from pmfm.models.networks.mlp import MLP, RegionalMLP
 from pmfm.models.networks.regional import Surrogate, expand, normalised_regional
 from pmfm.models.networks.transformer import Transformer
@@ -34,6 +37,7 @@ from pmfm.models.networks.transformer import Transformer
 NETWORKS: dict[str, type] = {
     "mlp": MLP,
     "mlp_regional": RegionalMLP,
+    "mlp_lna": LinearisedMLP,
     "transformer": Transformer,
     "gnn": GNN,
     "ensemble": Ensemble,
@@ -57,6 +61,7 @@ def build_network(
 
 __all__ = [
     "GNN",
+    "LinearisedMLP",
     "MLP",
     "NETWORKS",
     "Ensemble",

@@ -1,0 +1,78 @@
+"""``mlp_lna``: an MLP on what the linearised model says about a parameter set (``pmfm.sim.linearized``).
+
+The coefficients themselves generalise poorly from one CMA-ES run to another (each run explores its own
+corner of the box), but the model's steady state and the correlations of its fluctuations around it
+(the linear noise approximation) summarise what the simulated FC and FCD will look like. On the shipped
+dataset, held out by CMA-ES run, an MLP on these summaries ranks the simulated totals with Spearman
+about 0.95, one on the coefficients about 0.2 (experiments/surrogate_ceiling.py).
+
+The summaries cost a few milliseconds per parameter set (a 68-region fixed point, an ``eigh``), so
+they are memoised per input row while the network is not asked for gradients (training epochs repeat
+the same rows); a gradient search recomputes them differentiably.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pmfm.models.networks.mlp import MLP
+from pmfm.models.networks.regional import expand
+from pmfm.sim.dynamics import SC_SCALE
+from pmfm.sim.linearized import SUMMARY_NAMES, TARGET_NAMES, linearize, summary
+
+MEMO_ROWS = 500_000  # rows whose summaries are kept (each a few dozen bytes)
+
+
+class LinearisedMLP(MLP):
+    """MLP on the linearised model's summaries (B, K), optionally beside the coordinates u (B, P).
+
+    Args (beside MLP's): target_fc, the (N, N) empirical FC the costs were computed against (adds two
+    pattern-match summaries); with_coefficients, also feed u.
+    """
+
+    target_fc: torch.Tensor | None
+
+    def __init__(
+        self, n_outputs: int, box, basis, sc, target_fc=None, with_coefficients: bool = False, **mlp
+    ):
+        if isinstance(target_fc, str):
+            raise ValueError(
+                f"target_fc={target_fc!r}: pass the (N, N) empirical FC as nested lists, or None "
+                "(pmfm.train resolves target_fc: auto from the data)"
+            )
+        self.with_coefficients = with_coefficients
+        self.has_target = target_fc is not None
+        super().__init__(n_outputs, box, basis, sc, **mlp)
+        fc = None if target_fc is None else torch.as_tensor(target_fc, dtype=torch.float64)
+        self.register_buffer("target_fc", fc)
+        self._memo: dict[bytes, torch.Tensor] = {}
+
+    @property
+    def n_features(self) -> int:
+        k = len(SUMMARY_NAMES) + (len(TARGET_NAMES) if self.has_target else 0)
+        return k + (self.n_params if self.with_coefficients else 0)
+
+    def features(self, u: torch.Tensor) -> torch.Tensor:
+        lna = self.summaries(u).to(u.dtype)  # (B, K)
+        return torch.cat([u, lna], dim=1) if self.with_coefficients else lna
+
+    def summaries(self, u: torch.Tensor) -> torch.Tensor:
+        """(B, K) summaries of the linearised model at normalised parameters u (B, P), float64."""
+        if torch.is_grad_enabled() and u.requires_grad:
+            return self._compute(u)
+        keys = [row.tobytes() for row in u.detach().to("cpu", torch.float64).numpy()]
+        missing = [i for i, key in enumerate(keys) if key not in self._memo]
+        if missing:
+            fresh = self._compute(u.detach()[missing]).cpu()
+            if len(self._memo) + len(missing) > MEMO_ROWS:
+                self._memo.clear()
+            self._memo.update({keys[i]: row for i, row in zip(missing, fresh, strict=True)})
+        return torch.stack([self._memo[key] for key in keys]).to(u.device)
+
+    def _compute(self, u: torch.Tensor) -> torch.Tensor:
+        u = u.to(torch.float64)
+        box, basis = self.box.to(torch.float64), self.basis.to(torch.float64)
+        w, I, G, sigma = expand(u, box, basis)
+        sc = self.sc.to(torch.float64)
+        lin = linearize(w, I, G, sigma, sc / sc.max() * SC_SCALE)
+        return summary(lin, self.target_fc)

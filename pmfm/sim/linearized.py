@@ -1,0 +1,168 @@
+"""The pMFM linearised at its steady state: fixed point, Jacobian, stationary covariance (SPEC section 2).
+
+Without noise the neural model of ``pmfm.sim.dynamics`` settles at a fixed point S*; with weak noise
+its fluctuations around S* are, to first order, an Ornstein-Uhlenbeck process (the linear noise
+approximation)::
+
+    d(dS) = A dS dt + sqrt(Q) dW,   A = df/dS at S*,   Q = diag(sigma^2 / 0.001)   (per second)
+
+whose stationary covariance P solves the Lyapunov equation A P + P A^T + Q = 0. Everything here is
+batched, differentiable torch; it costs milliseconds per parameter set instead of a simulation, and
+its summaries (how correlated the regions are, how slow the slowest mode is) predict the simulated
+costs well, so the surrogates take them as input features (``pmfm.models.networks.linearised``).
+
+The Jacobian has the form A = -diag(a) + diag(b) K with K = J G C symmetric and b > 0 (H is
+increasing and S < 1), so T^-1 A T with T = diag(sqrt(b)) is symmetric: one ``eigh`` gives real
+eigenvalues and solves the Lyapunov equation in the eigenbasis, no general eigensolver needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pmfm.sim.dynamics import GAMMA, SIGMA_UNIT, TAU_S, A, B, D, J, firing_rate
+
+RELAX_DT = 0.02  # s, Euler step of the noise-free relaxation from S0 (stable while |eigenvalues| < 100/s;
+# S is kept in [0, 1], where the dynamics keep it, so far outside the bounds it stays finite)
+RELAX_STEPS = 150  # 3 s of model time: fast modes (tau_s = 0.1 s) settle, Newton does the rest
+NEWTON_STEPS = 6
+S_START = 0.001  # the simulator's initial state (pmfm.sim.dynamics.S0)
+SERIES_BELOW = 1e-2  # Hz: |a x - b| below which dH/dx comes from the series of H
+B_FLOOR = 1e-6  # 1/nA: floor of gamma (1 - S) H'(x), > 0 for the symmetrisation (silent regions have ~0)
+MAX_EIGENVALUE = -1e-3  # 1/s: eigenvalues clamped below it, so an unstable point gives finite features
+
+
+@dataclass(frozen=True)
+class Linearization:
+    """The steady state of B parameter sets and the linear model of the fluctuations around it."""
+
+    s: torch.Tensor  # (B, N) S* (noise-free fixed point)
+    rate: torch.Tensor  # (B, N) H(x*), Hz
+    eigenvalues: torch.Tensor  # (B, N) of the Jacobian, ascending, 1/s (unclamped: > 0 is unstable)
+    covariance: torch.Tensor  # (B, N, N) stationary covariance of S (Lyapunov)
+    slow_covariance: torch.Tensor  # (B, N, N) zero-frequency spectral density A^-1 Q A^-T
+
+
+def slope(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """dH/dx (Hz/nA) from x and H(x): a (H / u)(1 + d u - d H) with u = a x - b.
+
+    From H = u / (1 - e^{-d u}). Near u = 0 the closed form cancels, so the series of H
+    (1/d + u/2 + d u^2/12 + ...) gives a (1/2 + d u / 6) there instead (error below 1e-10 a).
+    """
+    u = A * x - B
+    small = u.abs() < SERIES_BELOW
+    u_safe = torch.where(small, torch.ones_like(u), u)
+    exact = A * (rate / u_safe) * (1 + D * u_safe - D * rate)
+    series = A * (0.5 + D * u / 6)
+    return torch.where(small, series, exact)
+
+
+def steady_state(w, I, G, coupling_matrix) -> torch.Tensor:
+    """Noise-free fixed point S* (B, N) reached from S0 = 0.001, the simulator's start.
+
+    ``RELAX_STEPS`` Euler steps of the deterministic model follow the branch the simulation takes,
+    then damped Newton steps polish the point (a slow mode near a bifurcation settles only then).
+    w, I (B, N); G (B,); coupling_matrix C (N, N).
+    """
+    jw, jg = J * w, (J * G)[:, None]  # (B, N), (B, 1)
+    s = torch.full_like(w, S_START)
+    for _ in range(RELAX_STEPS):
+        x = jw * s + jg * (s @ coupling_matrix.T) + I
+        s = (s + RELAX_DT * (-s / TAU_S + GAMMA * (1 - s) * firing_rate(x))).clamp(0.0, 1.0)
+    eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+    for _ in range(NEWTON_STEPS):
+        x = jw * s + jg * (s @ coupling_matrix.T) + I
+        h = firing_rate(x)
+        f = -s / TAU_S + GAMMA * (1 - s) * h  # (B, N)
+        jac = jacobian(s, x, h, jw, jg, coupling_matrix, eye)
+        step, info = torch.linalg.solve_ex(jac, -f)  # (B, N); info != 0: singular, keep the state
+        step = torch.where((info == 0)[:, None] & torch.isfinite(step), step, torch.zeros_like(step))
+        s = (s + step.clamp(-0.05, 0.05)).clamp(0.0, 1.0)
+    return s
+
+
+def jacobian(s, x, h, jw, jg, coupling_matrix, eye) -> torch.Tensor:
+    """df/dS (B, N, N) of the drift f = -S/tau_s + gamma (1 - S) H(x) at state s."""
+    b = GAMMA * (1 - s) * slope(x, h)  # (B, N)
+    diagonal = -1.0 / TAU_S - GAMMA * h  # (B, N)
+    k = jw[:, :, None] * eye + jg[:, :, None] * coupling_matrix  # (B, N, N) dx/dS
+    return diagonal[:, :, None] * eye + b[:, :, None] * k
+
+
+def linearize(w, I, G, sigma, coupling_matrix) -> Linearization:
+    """Steady state and stationary fluctuations of B parameter sets (float64 recommended).
+
+    w, I, sigma (B, N); G (B,); coupling_matrix C = 0.2 SC / max(SC) (N, N).
+    """
+    s = steady_state(w, I, G, coupling_matrix)
+    jw, jg = J * w, (J * G)[:, None]
+    x = jw * s + jg * (s @ coupling_matrix.T) + I
+    h = firing_rate(x)
+    b = (GAMMA * (1 - s) * slope(x, h)).clamp_min(B_FLOOR)  # (B, N) > 0
+    a = 1.0 / TAU_S + GAMMA * h - b * jw  # A = -diag(a) + diag(b) J G C
+    root_b = b.sqrt()
+    sym = jg[:, :, None] * coupling_matrix * root_b[:, :, None] * root_b[:, None, :]  # (B, N, N)
+    sym = sym - torch.diag_embed(a)
+    eigenvalues, vectors = torch.linalg.eigh(sym)  # (B, N), (B, N, N): A = T U diag(l) U^T T^-1
+    lam = eigenvalues.clamp(max=MAX_EIGENVALUE)
+    q = sigma**2 / SIGMA_UNIT  # (B, N) noise intensity per second
+    q_eigen = vectors.transpose(1, 2) @ ((q / b)[:, :, None] * vectors)  # U^T T^-1 Q T^-1 U
+    x_lyap = -q_eigen / (lam[:, :, None] + lam[:, None, :])
+    x_slow = q_eigen / (lam[:, :, None] * lam[:, None, :])
+    to_state = root_b[:, :, None] * vectors  # T U
+    covariance = to_state @ x_lyap @ to_state.transpose(1, 2)
+    slow = to_state @ x_slow @ to_state.transpose(1, 2)
+    return Linearization(s, h, eigenvalues, covariance, slow)
+
+
+def correlation(cov: torch.Tensor) -> torch.Tensor:
+    """Covariance (B, N, N) -> correlation (B, N, N)."""
+    sd = torch.diagonal(cov, dim1=1, dim2=2).clamp_min(1e-30).sqrt()  # (B, N)
+    return cov / (sd[:, :, None] * sd[:, None, :])
+
+
+SUMMARY_NAMES = (
+    "fc_mean",  # mean Fisher-z correlation of the stationary fluctuations over the N (N - 1) / 2 edges
+    "fc_sd",  # their spread over edges
+    "slow_fc_mean",  # the same of the zero-frequency spectrum (what BOLD, a low-pass filter, keeps)
+    "slow_fc_sd",
+    "slowest_mode",  # sign(l) log(1 + |l|) of the largest eigenvalue l (1/s): near 0 = near a bifurcation
+    "s_mean",  # mean and spread of S* over regions
+    "s_sd",
+    "log_rate",  # log mean H(x*) (Hz)
+)
+TARGET_NAMES = ("fc_match", "slow_fc_match")  # Pearson of Fisher-z edges with the target FC's
+
+
+def summary(lin: Linearization, target_fc: torch.Tensor | None = None) -> torch.Tensor:
+    """Scalar summaries (B, K) of B linearisations, in the order of ``SUMMARY_NAMES`` (+ ``TARGET_NAMES``).
+
+    With ``target_fc`` (N, N), also how well each linearised FC pattern matches it (Pearson of the
+    Fisher-z upper triangles), the quantity the FC cost measures on simulated BOLD.
+    """
+    n = lin.s.shape[1]
+    rows, cols = torch.triu_indices(n, n, 1, device=lin.s.device)
+    fisher = [
+        torch.atanh(correlation(c)[:, rows, cols].clamp(-0.9999, 0.9999))
+        for c in (lin.covariance, lin.slow_covariance)
+    ]
+    slowest = lin.eigenvalues[:, -1]
+    columns = [
+        fisher[0].mean(1),
+        fisher[0].std(1),
+        fisher[1].mean(1),
+        fisher[1].std(1),
+        slowest.sign() * slowest.abs().log1p(),
+        lin.s.mean(1),
+        lin.s.std(1),
+        lin.rate.mean(1).clamp_min(1e-6).log(),
+    ]
+    if target_fc is not None:
+        target = torch.atanh(target_fc[rows, cols].clamp(-0.9999, 0.9999)).to(lin.s.dtype)
+        target = target - target.mean()
+        for z in fisher:
+            z = z - z.mean(1, keepdim=True)
+            columns.append((z @ target) / (z.norm(dim=1) * target.norm()).clamp_min(1e-30))
+    return torch.stack(columns, dim=1)
