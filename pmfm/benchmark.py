@@ -76,7 +76,7 @@ def run_benchmark(
     cost_tr: int = FULL.n_tr,
     cost_precisions=("float32",),
     results_file: str | Path | None = "benchmarks/results.csv",
-    surrogates=("mlp", "transformer", "gnn", "ensemble"),
+    surrogates=("mlp", "mlp_lna", "transformer", "gnn", "ensemble"),
     surrogate_batch: int = 10_000,
 ) -> list[dict]:
     """Time the simulator (per method and batch size) and the cost; returns one dict per row.
@@ -147,10 +147,12 @@ def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.d
     """Evaluations/s of an (untrained) surrogate network with default hyperparameters, eval mode."""
     from pmfm.models.networks import build_network  # torch only
 
+    target = {"target_fc": data.fc.tolist()} if name == "mlp_lna" else {}
     net = build_network(
-        name, n_outputs=3, box=space.box.tolist(), basis=data.basis().tolist(), sc=data.sc.tolist()
+        name, n_outputs=3, box=space.box.tolist(), basis=data.basis().tolist(), sc=data.sc.tolist(), **target
     )
     net = net.to(dev).eval()
+    net.memoise = False  # mlp_lna: time the linearisation of every set, not a lookup
     u = torch.rand(batch, space.dim, device=dev)
     with torch.no_grad():
         net(u[:16])  # warm-up
@@ -234,7 +236,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--cost-tr", type=int, default=FULL.n_tr, help="TRs of the random BOLD")
     p.add_argument("--results-file", default="benchmarks/results.csv", help="'' to skip")
     p.add_argument(
-        "--surrogates", default="mlp,transformer,gnn,ensemble", help="networks to time; '' to skip"
+        "--surrogates", default="mlp,mlp_lna,transformer,gnn,ensemble", help="networks to time; '' to skip"
     )
     p.add_argument("--surrogate-batch", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

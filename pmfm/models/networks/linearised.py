@@ -21,6 +21,7 @@ from pmfm.sim.dynamics import SC_SCALE
 from pmfm.sim.linearized import SUMMARY_NAMES, TARGET_NAMES, linearize, summary
 
 MEMO_ROWS = 500_000  # rows whose summaries are kept (each a few dozen bytes)
+CHUNK_ROWS = 1024  # parameter sets linearised at once: a few (B, N, N) float64 temporaries (~40 MB each)
 
 
 class LinearisedMLP(MLP):
@@ -45,6 +46,7 @@ class LinearisedMLP(MLP):
         super().__init__(n_outputs, box, basis, sc, **mlp)
         fc = None if target_fc is None else torch.as_tensor(target_fc, dtype=torch.float64)
         self.register_buffer("target_fc", fc)
+        self.memoise = True  # False: always recompute (benchmarks)
         self._memo: dict[bytes, torch.Tensor] = {}
 
     @property
@@ -58,7 +60,7 @@ class LinearisedMLP(MLP):
 
     def summaries(self, u: torch.Tensor) -> torch.Tensor:
         """(B, K) summaries of the linearised model at normalised parameters u (B, P), float64."""
-        if torch.is_grad_enabled() and u.requires_grad:
+        if not self.memoise or (torch.is_grad_enabled() and u.requires_grad):
             return self._compute(u)
         keys = [row.tobytes() for row in u.detach().to("cpu", torch.float64).numpy()]
         missing = [i for i, key in enumerate(keys) if key not in self._memo]
@@ -70,6 +72,8 @@ class LinearisedMLP(MLP):
         return torch.stack([self._memo[key] for key in keys]).to(u.device)
 
     def _compute(self, u: torch.Tensor) -> torch.Tensor:
+        if len(u) > CHUNK_ROWS:
+            return torch.cat([self._compute(part) for part in u.split(CHUNK_ROWS)])
         u = u.to(torch.float64)
         box, basis = self.box.to(torch.float64), self.basis.to(torch.float64)
         w, I, G, sigma = expand(u, box, basis)
