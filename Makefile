@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pmfm.train model=mlp
+	$(BIN)/python -m pmfm.train model=mlp_lna
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2

@@ -26,6 +26,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "device=cpu",
     "search_callback.enabled=false",  # a full-protocol re-simulation (~20 s); tested elsewhere
+    "model=mlp",  # the coefficient MLP unless a test names another (mlp_lna: its own test)
 ]
 
 
@@ -79,6 +80,18 @@ def test_train_mlp_end_to_end(dataset, tmp_path):
     np.testing.assert_allclose(pred["total"], again["total"].numpy(), rtol=1e-5)
     header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["fc_cost", "ks", "total", "p_valid"]
+
+
+def test_train_mlp_lna_reloads_with_its_target_fc(dataset, tmp_path):
+    metrics = train(_cfg(dataset, "model=mlp_lna", "trainer.max_epochs=2"), tmp_path)
+    assert np.isfinite(metrics["test/mae_total"])
+    model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    data = load_bundled()
+    np.testing.assert_allclose(model.net.target_fc.numpy(), data.fc)  # resolved from target_fc: auto
+    theta = ParamSpace(data.basis()).random_start(4, np.random.default_rng(2))
+    first = model.predict(theta)["total"]
+    model.net._memo.clear()
+    torch.testing.assert_close(model.predict(theta)["total"], first)  # memo or not, the same numbers
 
 
 def test_resume_from_checkpoint_continues(dataset, tmp_path):
