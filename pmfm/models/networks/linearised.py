@@ -78,5 +78,5 @@ class LinearisedMLP(MLP):
         box, basis = self.box.to(torch.float64), self.basis.to(torch.float64)
         w, I, G, sigma = expand(u, box, basis)
         sc = self.sc.to(torch.float64)
-        lin = linearize(w, I, G, sigma, sc / sc.max() * SC_SCALE)
-        return summary(lin, self.target_fc)
+        lin = linearize(w, I, G, sigma, sc / sc.max() * SC_SCALE, spectral_dtype=torch.float32)
+        return summary(lin, self.target_fc).to(torch.float64)
