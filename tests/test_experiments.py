@@ -24,6 +24,11 @@ def _run(study: str, folder, out_dir, *extra):
     return summary, table
 
 
+def _listed(key: str, overrides: list[str]) -> str:
+    """A Hydra override setting ``key`` to a list of override strings (each quoted)."""
+    return f"{key}=[" + ",".join(f"'{o}'" for o in overrides) + "]"
+
+
 def test_sc_insensitivity_identical_sc_differs_by_nothing_and_less_than_the_repeat_spread(
     tiny_folder, tmp_path
 ):
@@ -55,3 +60,63 @@ def test_smoothness_distances_are_along_segments_and_far_pairs_differ_beyond_the
     assert summary["noise_floor_mean"] > 0
     # the invariant: whole-segment moves change the cost by more than the noise floor
     assert summary["bins"][-1]["mean_abs_diff"] > summary["noise_floor_mean"]
+
+
+def test_model_comparison_trains_every_model_and_seed_and_names_the_winner(tmp_path):
+    from conftest import write_synthetic_dataset
+
+    from pmfm.data import load_bundled
+    from pmfm.params import ParamSpace
+
+    dataset = write_synthetic_dataset(
+        tmp_path / "ds", ParamSpace(load_bundled().basis()), n_runs=8, per_run=20
+    )
+    train = [f"dataset_dir={dataset}", "logger=csv", "trainer.max_epochs=1", "batch_size=64",
+             "trainer.accelerator=cpu", "device=cpu", "search_callback.enabled=false"]  # fmt: skip
+    with initialize(config_path="../conf", version_base="1.3"):
+        cfg = compose("experiment", overrides=[
+            "experiment=model_comparison", "plot=false", "device=cpu", "study.models=[mlp,ensemble]",
+            "study.seeds=[1,2]", "study.eval_batch=256", _listed("study.train_overrides", train),
+        ])  # fmt: skip
+        from pmfm.experiment import run
+
+        summary = run(cfg, tmp_path / "out")
+    table = read_table(tmp_path / "out" / "results.csv")
+    assert set(table[0]) >= {"model", "seed", "test/spearman", "test/spearman_top10", "test/top5_recall",
+                             "test/mae_fc_cost", "evals_per_s"}  # fmt: skip
+    assert sorted((r["model"], r["seed"]) for r in table) == [("ensemble", "1"), ("ensemble", "2"),
+                                                              ("mlp", "1"), ("mlp", "2")]  # fmt: skip
+    assert all(float(r["evals_per_s"]) > 0 for r in table)
+    # the invariant: the seeds were applied (runs of one model differ) and the named winner has the best mean
+    for model in ("mlp", "ensemble"):
+        assert len({r["test/spearman"] for r in table if r["model"] == model}) == 2
+    means = {e["model"]: e["test/spearman mean"] for e in summary["per_model"]}
+    assert summary["winner"] == max(means, key=means.get)
+    print(means)
+
+
+def test_search_comparison_penalty_keeps_the_search_where_the_ensemble_agrees(tiny_folder, tmp_path):
+    from conftest import write_synthetic_dataset
+
+    from pmfm.data import load_folder
+    from pmfm.params import ParamSpace
+
+    space = ParamSpace(load_folder(tiny_folder, "test", n_tr=100).basis())
+    dataset = write_synthetic_dataset(tmp_path / "ds", space, n_runs=8, per_run=20)
+    train = [f"dataset_dir={dataset}", "model=ensemble", "model.network_hparams.k=3", "logger=csv",
+             "trainer.max_epochs=3", "trainer.accelerator=cpu", "search_callback.enabled=false"]  # fmt: skip
+    small = [f"study.arms.{arm}.{k}={v}" for arm in ("cmaes", "cmaes_penalised")
+             for k, v in (("popsize", 12), ("mu", 3), ("max_generations", 6))]  # fmt: skip
+    summary, table = _run(
+        "search_comparison", tiny_folder, tmp_path / "out", "study.n_starts=3", "study.top_k=2",
+        _listed("study.train_overrides", train),
+        *small, "study.arms.adam.steps=10", "study.arms.cmaes_penalised.uncertainty_penalty=5",
+    )  # fmt: skip
+    assert set(table[0]) >= {"arm", "rank", "predicted_total", "predicted_std", "simulated_total", "valid",
+                             "abs_error"}  # fmt: skip
+    arms = {a["arm"]: a for a in summary["arms"]}
+    assert set(arms) == {"cmaes", "adam", "cmaes_penalised"}
+    assert all(0 <= a["invalid_share"] <= 1 for a in arms.values())
+    # the same starts for every searcher; the invariant: the penalty lowers the members' disagreement
+    assert {r["start"] for r in table} <= {"1", "2", "3", "0"}
+    assert arms["cmaes_penalised"]["mean_predicted_std"] <= arms["cmaes"]["mean_predicted_std"]
