@@ -139,7 +139,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     best = min(per_arm, key=lambda a: a["best_simulated"] if np.isfinite(a["best_simulated"]) else np.inf)
     conclusion = [
         f"Surrogate {ckpt}; {len(starts)} shared starts ({s.starts_from}); top {s.top_k} diverse "
-        f"candidates per searcher simulated at R = {s.repeats} ({simulator.protocol.n_tr} TRs), the same noise for all.",
+        f"candidates per searcher simulated at R = {s.repeats} ({simulator.protocol.n_tr} TRs), "
+        "the same noise for all.",
         *[
             f"{a['arm']}: best simulated {a['best_simulated']:.4f} "
             f"(predicted best {a['best_predicted']:.4f}), "
