@@ -74,10 +74,18 @@ def test_model_comparison_trains_every_model_and_seed_and_names_the_winner(tmp_p
     train = [f"dataset_dir={dataset}", "logger=csv", "trainer.max_epochs=1", "batch_size=64",
              "trainer.accelerator=cpu", "device=cpu", "search_callback.enabled=false"]  # fmt: skip
     with initialize(config_path="../conf", version_base="1.3"):
-        cfg = compose("experiment", overrides=[
-            "experiment=model_comparison", "plot=false", "device=cpu", "study.models=[mlp,ensemble]",
-            "study.seeds=[1,2]", "study.eval_batch=256", _listed("study.train_overrides", train),
-        ])  # fmt: skip
+        cfg = compose(
+            "experiment",
+            overrides=[
+                "experiment=model_comparison",
+                "plot=false",
+                "device=cpu",
+                "study.models=[mlp,ensemble]",
+                "study.seeds=[1,2]",
+                "study.eval_batch=256",
+                _listed("study.train_overrides", train),
+            ],
+        )
         from pmfm.experiment import run
 
         summary = run(cfg, tmp_path / "out")
@@ -120,3 +128,47 @@ def test_search_comparison_penalty_keeps_the_search_where_the_ensemble_agrees(ti
     # the same starts for every searcher; the invariant: the penalty lowers the members' disagreement
     assert {r["start"] for r in table} <= {"1", "2", "3", "0"}
     assert arms["cmaes_penalised"]["mean_predicted_std"] <= arms["cmaes"]["mean_predicted_std"]
+
+
+def test_parameter_recovery_reaches_the_truths_cost_and_speedup_times_its_fits(tiny_folder, tmp_path):
+    fits = ["validation.top_k=3", "strategy.repeats=2", "trainer.max_epochs=3", "trainer.accelerator=cpu"]
+    simulator = ["strategy.n_starts=2", "strategy.cmaes.popsize=6", "strategy.cmaes.mu=2",
+                 "strategy.cmaes.max_generations=3"]  # fmt: skip
+    surrogate = ["dataset=cmaes", "dataset.name=tiny", "dataset.num_shards=1", "dataset.cmaes.n_starts=2",
+                 "dataset.cmaes.popsize=8", "dataset.cmaes.max_generations=2", "strategy.n_starts=3",
+                 "strategy.top_k=3", "search.popsize=10", "search.mu=3",
+                 "search.max_generations=5"]  # fmt: skip
+    summary, table = _run(
+        "parameter_recovery", tiny_folder, tmp_path / "recovery", "study.truth=random",
+        "study.truth_index=3", "study.source_n_tr=100", "study.target_repeats=4", "study.vali_repeats=4",
+        "study.noise_groups=3", _listed("study.fit_overrides.common", ["validation.repeats=4", *fits]),
+        _listed("study.fit_overrides.simulator", simulator),
+        _listed("study.fit_overrides.surrogate", surrogate),
+    )  # fmt: skip
+    assert set(table[0]) >= {"strategy", "coefficient", "truth", "recovered", "abs_error_normalised",
+                             "spread_normalised"}  # fmt: skip
+    assert sorted({r["strategy"] for r in table}) == ["simulator", "surrogate"]
+    assert len(table) == 2 * 10
+    truth = np.array([float(r["truth"]) for r in table if r["strategy"] == "simulator"])
+    np.testing.assert_allclose(truth, summary["truth"], rtol=1e-5)  # the table keeps 6 digits
+    # the invariant: the targets are those of the truth, so nothing the fits found beats the truth's own
+    # cost beyond noise (a fit at this size need not reach it; the CPU-scale run reports whether they do)
+    for name, s in summary["strategies"].items():
+        se = np.hypot(s["fresh_se"], summary["truth_fresh_se"])
+        assert summary["truth_fresh_mean"] <= s["fresh_mean"] + 2 * se, name
+
+    summary, table = _run(
+        "speedup", tiny_folder, tmp_path / "speedup", "device=cpu", "study.batch=2", "study.steps=20",
+        "study.cost_batch=2", "study.surrogates=[mlp]", "study.surrogate_batch=256",
+        f"study.fits_from={tmp_path / 'recovery'}",
+    )  # fmt: skip
+    assert set(table[0]) >= {"source", "what", "device", "per_s", "seconds_per_candidate"}
+    assert any("not available on this device" in r["what"] for r in table)
+    whole = summary["whole_fit"]
+    assert whole["simulator"]["wall_s"] > 0 and whole["surrogate"]["wall_s"] > 0
+    # the invariant: one surrogate pass is cheaper than R simulations plus their costs
+    here = [r for r in table if r["source"] == "measured here" and r["per_s"] != "nan"]
+    measured = {r["what"].split()[0]: float(r["seconds_per_candidate"]) for r in here}  # fmt: skip
+    assert measured["surrogate"] < measured["sim"]
+    reach = whole["simulator"]["wall_s_to_surrogate_quality"]
+    assert reach is None or reach <= whole["simulator"]["wall_s"] + 1e-9

@@ -6,8 +6,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 
-def shared_overrides(cfg: DictConfig, data_path=None, split: str | None = None) -> list[str]:
-    """``data=...``, ``data.path``, ``data.split``, every ``simulator.protocol.*`` value and ``device``.
+def shared_overrides(
+    cfg: DictConfig, data_path=None, split: str | None = None, simulator: bool = True
+) -> list[str]:
+    """``data=...``, ``data.path``, ``data.split``, ``device`` and (with ``simulator``) every
+    ``simulator.protocol.*`` value and the dtype.
 
     ``data_path`` replaces the data folder (then ``data=folder``); ``split`` the data split.
     """
@@ -16,6 +19,7 @@ def shared_overrides(cfg: DictConfig, data_path=None, split: str | None = None) 
     if path is not None:
         out.append(f"data.path={path}")
     out.append(f"data.split={split or cfg.data.split}")
-    out += [f"simulator.protocol.{k}={v}" for k, v in cfg.simulator.protocol.items()]
-    out += [f"simulator.dtype={cfg.simulator.dtype}", f"device={cfg.device}"]
-    return out
+    if simulator:
+        out += [f"simulator.protocol.{k}={v}" for k, v in cfg.simulator.protocol.items()]
+        out.append(f"simulator.dtype={cfg.simulator.dtype}")
+    return [*out, f"device={cfg.device}"]
