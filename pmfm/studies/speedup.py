@@ -244,7 +244,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         where = f"the parameter_recovery run {s.fits_from}" if s.fits_from else plain["device"]
         conclusion.append(
             f"Whole fits ({where}): simulator strategy {sim['wall_s']:.0f} s, "
-            f"{sim['simulations']} simulations, validated best {sim['validated_best']:.4f}; surrogate strategy {sur['wall_s']:.0f} s with dataset generation, "
+            f"{sim['simulations']} simulations, validated best {sim['validated_best']:.4f}; "
+            f"surrogate strategy {sur['wall_s']:.0f} s with dataset generation, "
             f"{sur['simulations']} simulations, validated best {sur['validated_best']:.4f}."
         )
         if fits["equal_quality_speedup"] is not None:
