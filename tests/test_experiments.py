@@ -35,6 +35,7 @@ def test_sc_insensitivity_identical_sc_differs_by_nothing_and_less_than_the_repe
     summary, table = _run(
         "sc_insensitivity", tiny_folder, tmp_path,
         "study.sets=random", "study.n_sets=4", "study.other_split=null", "study.noise_log_sd=0.3",
+        "study.source_n_tr=100",
     )  # fmt: skip
     assert set(table[0]) >= {"set", "condition", "total", "abs_diff_vs_train", "repeats"}
     conditions = {r["condition"]: r for r in summary["conditions"]}
@@ -50,6 +51,7 @@ def test_smoothness_distances_are_along_segments_and_far_pairs_differ_beyond_the
     summary, table = _run(
         "smoothness", tiny_folder, tmp_path,
         "study.sets=random", "study.n_segments=3", "study.fractions=[0,0.1,0.3,1]", "study.n_bins=3",
+        "study.source_n_tr=100",
     )  # fmt: skip
     assert set(table[0]) >= {"segment", "fraction", "distance_from_start", "total_run1", "total_run2"}
     for seg in {r["segment"] for r in table}:

@@ -28,9 +28,9 @@ from pmfm.data import load
 from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace
 from pmfm.sim.simulator import Simulator
-from pmfm.simulate import load_data
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 from pmfm.studies.sets import study_sets
+from pmfm.studies.targets import study_data
 
 REPEAT = "repeat (same SC, fresh noise)"
 
@@ -74,7 +74,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     s = cfg.study
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
     variant = cost_variant(cfg.cost.name)
-    data = load_data(cfg.data, simulator, variant)
+    data_tr = simulator.protocol.n_tr
+    data = study_data(cfg, data_tr, variant)
     space = ParamSpace(data.basis())
     theta = study_sets(s.sets, s.n_sets, space, cfg.seed)  # (S, P)
     sc = np.asarray(data.sc, dtype=np.float64)
@@ -82,7 +83,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     conditions: dict[str, np.ndarray] = {"train": sc, "identical": sc.copy()}
     log_sd = float(s.noise_log_sd or 0.0)
     if s.other_split:
-        other = np.asarray(load(cfg.data.path, s.other_split).sc, dtype=np.float64)
+        other = np.asarray(
+            load(cfg.data.path, s.other_split, n_tr=int(s.get("source_n_tr") or data_tr)).sc, dtype=np.float64
+        )
         conditions[s.other_split] = other
         log_sd = log_sd or train_vali_log_sd(sc, other)
     rng = np.random.default_rng([int(cfg.seed), 11])

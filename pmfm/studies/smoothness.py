@@ -27,9 +27,9 @@ from pmfm.cost import cost_variant
 from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace
 from pmfm.sim.simulator import Simulator
-from pmfm.simulate import load_data
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 from pmfm.studies.sets import study_sets
+from pmfm.studies.targets import study_data
 
 ALPHA = 0.05  # one-sided test level: a bin's differences exceed the noise floor's
 
@@ -86,7 +86,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     s = cfg.study
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
     variant = cost_variant(cfg.cost.name)
-    data = load_data(cfg.data, simulator, variant)
+    data = study_data(cfg, simulator.protocol.n_tr, variant)
     space = ParamSpace(data.basis())
     start = study_sets(s.sets, s.n_segments, space, cfg.seed)  # (S, P)
     end = space.random_start(len(start), np.random.default_rng([int(cfg.seed), 13]))
