@@ -118,7 +118,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     spread = diffs[REPEAT]
     per_condition = [compare_to_spread(name, diffs[name], spread) for name in runs if name != "train"]
     tested = [r for r in per_condition if r["condition"] not in (REPEAT, "identical")]
-    holds = all(r["holds"] for r in tested) if tested else None
+    # realistic: the other group's SC and noise up to its own size; larger noise is a stress test
+    realistic = [
+        r for r in tested if not r["condition"].startswith("noise_x") or float(r["condition"][7:]) <= 1
+    ]
+    holds = all(r["holds"] for r in realistic) if realistic else None
     if cfg.plot:
         plot(diffs, out_dir / "sc_insensitivity.png", s.repeats)
     conclusion = [
@@ -135,9 +139,22 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         f"identical SC (control): mean |diff| {diffs['identical'].mean():.2g} (same noise: must be 0).",
         "Assumption 1 "
         + ("holds" if holds else "does not hold" if holds is False else "was not tested")
-        + " at this size: the cross-SC difference is "
+        + " at this size for realistic SC changes ("
+        + ", ".join(r["condition"] for r in realistic)
+        + "): the mean cross-SC difference is "
         + ("smaller" if holds else "not smaller")
-        + " than the repeat-to-repeat spread for every SC tested.",
+        + " than the repeat-to-repeat spread"
+        + (
+            "; larger perturbations (stress tests): "
+            + ", ".join(
+                f"{r['condition']} {'holds' if r['holds'] else 'does not hold'}"
+                for r in tested
+                if r not in realistic
+            )  # fmt: skip
+            if len(tested) > len(realistic)
+            else ""
+        )
+        + ".",
     ]
     summary = {
         "study": "sc_insensitivity",
