@@ -112,11 +112,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         out_dir / "targets",
         source,
         {
+            # the targets' noise is their own: a fit's validation stage (validation.seed) must never
+            # simulate with the noise that made its target
             "train": mean_targets(
-                truth, space, on_sc, simulator, variant, int(s.target_repeats), int(cfg.seed)
+                truth, space, on_sc, simulator, variant, int(s.target_repeats), int(s.target_seed)
             ),
             "vali": mean_targets(
-                truth, space, on_sc, simulator, variant, int(s.target_repeats), int(cfg.seed) + 1
+                truth, space, on_sc, simulator, variant, int(s.target_repeats), int(s.target_seed) + 1
             ),
         },
     )
