@@ -132,7 +132,7 @@ def test_search_comparison_penalty_keeps_the_search_where_the_ensemble_agrees(ti
     assert arms["cmaes_penalised"]["mean_predicted_std"] <= arms["cmaes"]["mean_predicted_std"]
 
 
-def test_parameter_recovery_reaches_the_truths_cost_and_speedup_times_its_fits(tiny_folder, tmp_path):
+def test_parameter_recovery_targets_carry_the_truth_and_speedup_times_its_fits(tiny_folder, tmp_path):
     fits = ["validation.top_k=3", "strategy.repeats=2", "trainer.max_epochs=3", "trainer.accelerator=cpu"]
     simulator = ["strategy.n_starts=2", "strategy.cmaes.popsize=6", "strategy.cmaes.mu=2",
                  "strategy.cmaes.max_generations=3"]  # fmt: skip
