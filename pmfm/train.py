@@ -13,6 +13,7 @@ metrics.json to the run folder and returns ``optimized_metric`` for Hydra's swee
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -30,7 +31,6 @@ from pmfm.datasets import DatasetError, PMFMDataModule
 from pmfm.generate import dataset_folder
 from pmfm.generate import run as generate_dataset
 from pmfm.models import SurrogateModule
-from pmfm.params import ParamSpace
 from pmfm.plots import plot_pred_vs_sim
 from pmfm.sim.simulator import Simulator
 from pmfm.simulate import load_data
@@ -53,13 +53,13 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     fill_run_values(cfg, out_dir)
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
+    variant = cost_variant(cfg.cost.name, simulator.circuit)
     data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(data.basis())
+    space = simulator.param_space(data)
     terms = [t for t in cfg.targets if t not in ("valid", "total")]  # total = sum of the terms
 
     folder = dataset_folder(cfg)
-    check_dataset_matches(folder, variant.name, data.n_regions)
+    check_dataset_matches(folder, variant.name, data.n_regions, simulator.circuit)
     datamodule = PMFMDataModule(
         folder,
         space,
@@ -78,6 +78,8 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         box=space.box.tolist(),
         basis=data.basis().tolist(),
         sc=data.sc.tolist(),
+        circuit=space.circuit,
+        bounds=dataclasses.asdict(space.limits),
         use_l1_in_total=variant.use_l1,
         lr=cfg.model.lr,
         weight_decay=cfg.model.weight_decay,
@@ -147,12 +149,19 @@ def input_statistics(model_cfg: DictConfig, datamodule: PMFMDataModule) -> dict:
     return {"input_mean": x.mean(0).tolist(), "input_std": x.std(0).tolist()}
 
 
-def check_dataset_matches(folder: Path, variant: str, n_regions: int) -> None:
-    """Refuse a dataset costed with another variant or made for another parcellation."""
+def check_dataset_matches(folder: Path, variant: str, n_regions: int, circuit: str = "pmfm") -> None:
+    """Refuse a dataset costed with another variant, made for another parcellation or another
+    circuit model (its coefficients would be misread)."""
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         return  # generated first, from this very config
     made = json.loads(manifest.read_text()).get("config", {})
+    made_circuit = made.get("circuit", {}).get("name", "pmfm")
+    if made_circuit != circuit:
+        raise DatasetError(
+            f"{manifest}: dataset made with the {made_circuit} model; this run simulates the {circuit} "
+            "model. Pick the matching simulator= or another dataset."
+        )
     cost, data = made.get("cost", {}).get("variant"), made.get("data", {}).get("n_regions")
     if (cost is not None and cost != variant) or (data is not None and data != n_regions):
         raise DatasetError(
