@@ -56,14 +56,18 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     variant = cost_variant(cfg.cost.name, simulator.circuit)
     data = load_data(cfg.data, simulator, variant)
     space = simulator.param_space(data)
-    terms = [t for t in cfg.targets if t not in ("valid", "total")]  # total = sum of the terms
+    targets = list(cfg.targets)
+    if variant.use_l1 and "fc_l1" not in targets:  # the cost's total has L1 (delssome, fic): learn it
+        targets.append("fc_l1")
+        log.info("targets: fc_l1 added, cost=%s counts it in the total", variant.name)
+    terms = [t for t in targets if t not in ("valid", "total")]  # total = sum of the terms
 
     folder = dataset_folder(cfg)
     check_dataset_matches(folder, variant.name, data.n_regions, simulator.circuit)
     datamodule = PMFMDataModule(
         folder,
         space,
-        targets=tuple(cfg.targets),
+        targets=tuple(targets),
         split=tuple(cfg.split),
         split_seed=cfg.split_seed,
         batch_size=cfg.batch_size,
@@ -74,7 +78,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         network=cfg.model.network,
         network_hparams=network_hparams,
         terms=terms,
-        target_names=list(cfg.targets),
+        target_names=targets,
         box=space.box.tolist(),
         basis=data.basis().tolist(),
         sc=data.sc.tolist(),
