@@ -102,8 +102,13 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     device = f"{simulator.device} ({simulator.name}: {simulator.resolved_method}, {str(simulator.dtype)[6:]})"
     if evaluator is not simulator:
         device += f"; validation and test at dt = {evaluator.protocol.dt} s"
-    rows, notes = report.summary_table(state.summary(), device, cfg.compare_to)
-    print(report.write_summary(out_dir, rows, notes, strategy.name, device))
+    chosen_costs = {
+        "vali": [float(t) for t in results.costs["vali"][:, 2]],
+        "vali_valid": [int(n) for n in validity["vali_valid"]],
+        "repeats": int(v.repeats),
+    }
+    rows, notes = report.summary_table(state.summary(), device, cfg.compare_to, chosen_costs)
+    print(report.write_summary(out_dir, rows, notes, strategy.name, device, chosen_costs))
     print(
         report.results_text(
             results, strategy.repeats, v.repeats, None if test is None else cfg.test.group_size, validity

@@ -75,8 +75,14 @@ def write_outputs(
     return paths
 
 
-def summary_table(summary: dict, device: str, compare_to: str | Path | None) -> tuple[list[list], list[str]]:
-    """Rows (stage, wall_s, simulations, surrogate_evaluations, note) with a total, and footnotes."""
+def summary_table(
+    summary: dict, device: str, compare_to: str | Path | None, chosen: dict | None = None
+) -> tuple[list[list], list[str]]:
+    """Rows (stage, wall_s, simulations, surrogate_evaluations, note) with a total, and footnotes.
+
+    ``chosen`` ("vali" totals, "vali_valid" counts and "repeats" R of this run's chosen sets) is
+    set beside the compared run's, when that run recorded them.
+    """
     rows = [
         [stage, e["wall_s"], e["simulations"], e["surrogate_evaluations"], e["note"]]
         for stage, e in summary.items()
@@ -105,6 +111,12 @@ def summary_table(summary: dict, device: str, compare_to: str | Path | None) -> 
                 )
             if other.get("device") != device:
                 notes.append("  (different devices: the ratio mixes hardware, not only method)")
+            theirs = other.get("chosen")
+            if chosen is not None and theirs is not None:
+                notes.append(
+                    f"chosen sets' validation totals here (R = {chosen['repeats']}): "
+                    f"{_totals(chosen)}; there (R = {theirs['repeats']}): {_totals(theirs)}"
+                )
     else:
         notes.append(
             "speedup: not measured (pass compare_to=<run folder of a strategy=simulator fit>, same device)"
@@ -112,12 +124,24 @@ def summary_table(summary: dict, device: str, compare_to: str | Path | None) -> 
     return rows, notes
 
 
-def write_summary(out_dir: Path, rows: list[list], notes: list[str], strategy: str, device: str) -> str:
-    """summary.csv, summary.json (read by compare_to=) and the printed text."""
+def _totals(chosen: dict) -> str:
+    """'best 1.99, 2.03, ... (valid repeats 2/2, ...)' of a run's chosen sets."""
+    totals = ", ".join(f"{t:.4f}" for t in chosen["vali"])
+    valid = ", ".join(f"{int(v)}/{chosen['repeats']}" for v in chosen["vali_valid"])
+    return f"{totals} (valid repeats {valid})"
+
+
+def write_summary(
+    out_dir: Path, rows: list[list], notes: list[str], strategy: str, device: str, chosen: dict | None = None
+) -> str:
+    """summary.csv, summary.json (read by compare_to=; with the chosen sets' validation totals and
+    valid repeats when given) and the printed text."""
     lines = [",".join(SUMMARY_COLUMNS)] + [f'{r[0]},{r[1]:.3f},{r[2]},{r[3]},"{r[4]}"' for r in rows]
     (out_dir / "summary.csv").write_text("\n".join(lines) + "\n")
     as_json: dict = {r[0]: dict(zip(SUMMARY_COLUMNS[1:], r[1:], strict=True)) for r in rows}
     as_json |= {"strategy": strategy, "device": device}
+    if chosen is not None:
+        as_json["chosen"] = chosen
     (out_dir / "summary.json").write_text(json.dumps(as_json, indent=1) + "\n")
     text = [f"{'stage':<18}{'wall (s)':>10}{'simulations':>13}{'surrogate evals':>17}  note"]
     text += [f"{r[0]:<18}{r[1]:>10.1f}{r[2]:>13}{r[3]:>17}  {r[4]}" for r in rows]
