@@ -42,6 +42,7 @@ from pmfm.data.checks import fcd_pair_count
 
 __all__ = [
     "DELSSOME",
+    "FIC",
     "KONG2021",
     "CostVariant",
     "Costs",
@@ -103,16 +104,30 @@ class CostVariant:
 
 KONG2021 = CostVariant()
 DELSSOME = CostVariant(name="delssome", fisher_z=False, hist_min=-1.0, use_l1=True)
-_VARIANTS = {v.name: v for v in (KONG2021, DELSSOME)}
+# The FIC model's cost (SPEC section 9): DELSSOME's terms, and 5 for a term with no valid run
+FIC = CostVariant(name="fic", fisher_z=False, hist_min=-1.0, use_l1=True, invalid_value=5.0)
+_VARIANTS = {v.name: v for v in (KONG2021, DELSSOME, FIC)}
 
 
-def cost_variant(name: str, **overrides) -> CostVariant:
-    """The named cost variant ("kong2021" or "delssome"), with any fields overridden.
+CIRCUIT_COSTS = {"pmfm": "kong2021", "fic": "fic"}  # what cost=auto means for each circuit model
+
+
+def cost_variant(name: str, circuit: str = "pmfm", **overrides) -> CostVariant:
+    """The named cost variant ("kong2021", "delssome" or "fic"), with any fields overridden.
+
+    ``"auto"`` (the configs' default) is the circuit model's own: kong2021 for the pMFM, fic for
+    the FIC model (SPEC section 9).
 
     >>> cost_variant("kong2021", window=40).window
     40
+    >>> cost_variant("auto", circuit="fic").invalid_value
+    5.0
     """
     key = name.lower()
+    if key == "auto":
+        if circuit not in CIRCUIT_COSTS:
+            raise ValueError(f"unknown circuit {circuit!r}; known: {sorted(CIRCUIT_COSTS)}")
+        key = CIRCUIT_COSTS[circuit]
     if key not in _VARIANTS:
         raise ValueError(f"unknown cost variant {name!r}; known: {sorted(_VARIANTS)}")
     fields = {f.name for f in dataclasses.fields(CostVariant)}
@@ -359,6 +374,9 @@ class Costs:
     n_valid_fc: Tensor  # (G,) int64 repeats that entered the FC terms
     n_valid_fcd: Tensor  # (G,) int64 repeats that entered the KS term
     repeats: int  # R, the repeats per group, to state beside every cost
+    # FIC (SPEC section 9), filled by pmfm.evaluate: None for the pMFM
+    mean_rate: Tensor | None = None  # (G, N) float64 mean excitatory rate per region over the R repeats, Hz
+    n_valid_rate: Tensor | None = None  # (G,) int64 repeats whose every regional mean rate was in the band
 
     def n_valid(self) -> Tensor:
         """(G,) int64: repeats valid for both terms at most (the smaller of the two counts)."""

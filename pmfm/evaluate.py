@@ -6,6 +6,7 @@ objective of the searchers, dataset generation, validation and test).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,8 @@ import torch
 from pmfm.cost import KONG2021, Costs, CostVariant, RepeatStats, combine_repeats, repeat_stats
 from pmfm.data import EmpiricalData
 from pmfm.params import ParamSpace
+from pmfm.sim import fic
+from pmfm.sim.simulate import SimResult
 from pmfm.sim.simulator import Simulator
 
 STATS_FIELDS = ("fc", "cdf", "fc_valid", "fcd_valid")
@@ -40,6 +43,29 @@ def bold_stats(bold: torch.Tensor, variant: CostVariant, simulator: Simulator) -
     """``repeat_stats`` within the other half of the simulator's memory budget and its precision."""
     budget = simulator.memory_budget_gb / 2
     return repeat_stats(bold, variant, memory_budget_gb=budget, precision=simulator.cost_precision)
+
+
+def simulation_stats(result: SimResult, variant: CostVariant, simulator: Simulator) -> RepeatStats:
+    """Per-repeat statistics of simulated runs; a run the simulator flags invalid counts for no term.
+
+    The simulator's flag is "every BOLD value finite" for the pMFM (which the FC and FCD checks
+    already imply: a no-op there) and adds the firing-rate band for the FIC model (SPEC section 9:
+    invalid runs drop out of the averages).
+    """
+    stats = bold_stats(result.bold, variant, simulator)
+    valid = result.valid.to(stats.fc_valid.device)  # (B,)
+    return dataclasses.replace(stats, fc_valid=stats.fc_valid & valid, fcd_valid=stats.fcd_valid & valid)
+
+
+def rate_summary(result: SimResult, repeats: int, simulator: Simulator) -> dict[str, torch.Tensor]:
+    """FIC: per group of R repeats, ``mean_rate`` (G, N) (mean over the repeats, NaN runs ignored)
+    and ``n_valid_rate`` (G,) (repeats in the rate band); empty for the pMFM."""
+    if result.rate is None:
+        return {}
+    rate = result.rate.detach().double().cpu()  # (B, N)
+    grouped = rate.reshape(-1, repeats, rate.shape[-1])  # (G, R, N)
+    ok = fic.rate_valid(rate, simulator.rate_band).reshape(-1, repeats)  # (G, R)
+    return {"mean_rate": grouped.nanmean(1), "n_valid_rate": ok.sum(1).to(torch.int64)}
 
 
 @dataclass(frozen=True)
@@ -84,8 +110,14 @@ def evaluate_params(
         chunk = theta[start : start + per_chunk]
         noise = simulator.noise_for(len(chunk), repeats, seed, first_key + start * repeats)
         result = simulator.run(chunk.repeat_interleave(repeats, dim=0), space, data.sc, noise)
-        chunk_stats = bold_stats(result.bold, variant, simulator)
-        parts.append(combine_repeats(chunk_stats, data.fc, data.fcd_cdf, repeats, variant, stage))
+        chunk_stats = simulation_stats(result, variant, simulator)
+        costs = combine_repeats(chunk_stats, data.fc, data.fcd_cdf, repeats, variant, stage)
+        rates = rate_summary(result, repeats, simulator)
+        parts.append(
+            dataclasses.replace(
+                costs, mean_rate=rates.get("mean_rate"), n_valid_rate=rates.get("n_valid_rate")
+            )
+        )
         if keep_stats:
             stats_parts.append(RepeatStats(*(getattr(chunk_stats, f).cpu() for f in STATS_FIELDS)))
         if keep_bold:
@@ -97,6 +129,11 @@ def evaluate_params(
         n_valid_fc=torch.cat([p.n_valid_fc for p in parts]),
         n_valid_fcd=torch.cat([p.n_valid_fcd for p in parts]),
         repeats=repeats,
+        **{
+            f: torch.cat([getattr(p, f) for p in parts])
+            for f in ("mean_rate", "n_valid_rate")
+            if parts and getattr(parts[0], f) is not None
+        },
     )
     stats = None
     if keep_stats:

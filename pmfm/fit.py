@@ -30,7 +30,7 @@ from pmfm.data import DataError, load
 from pmfm.datasets import DatasetError
 from pmfm.fitting import RunState, StateError, report, stages
 from pmfm.fitting.surrogate import prepare_surrogate, search_starts
-from pmfm.params import ParamError, ParamSpace
+from pmfm.params import ParamError
 from pmfm.search.cmaes import CMAESSettings
 from pmfm.search.runner import SearchSettings
 from pmfm.sim.simulator import Simulator
@@ -50,9 +50,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     if state.claim(identity, ignore=[("strategy", "cmaes", "max_generations")]):  # may change on resume
         log.info("resuming the fit in %s", out_dir)
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
+    variant = cost_variant(cfg.cost.name, simulator.circuit)
     train_data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(train_data.basis())  # the TRAINING data's covariates, for every stage
+    space = simulator.param_space(train_data)  # the TRAINING data's covariates (and FC), every stage
     split = {"n_tr": simulator.protocol.n_tr, "window": variant.window, "n_bins": variant.n_bins}
     vali_data = load(cfg.data.path, cfg.validation.split, **split)
     test_data = load_test(cfg.test.path, train_data.n_regions, split)
@@ -78,8 +78,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
         raise ValueError(f"strategy.name={strategy.name!r}; expected 'simulator' or 'surrogate'")
 
     v = cfg.validation
+    evaluator = simulator.for_evaluation()  # FIC: the validation and test step (eval_dt, 0.0005 s)
     validation = stages.validation_stage(
-        state, candidates, space, vali_data, simulator, variant,
+        state, candidates, space, vali_data, evaluator, variant,
         repeats=v.repeats, seed=v.seed, top_k=v.top_k, diversity=v.diversity,
     )  # fmt: skip
     chosen = candidates.theta[validation["chosen"]]
@@ -90,18 +91,27 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     else:
         t = cfg.test
         test = stages.test_stage(
-            state, chosen, space, test_data, simulator, variant,
+            state, chosen, space, test_data, evaluator, variant,
             repeats=t.repeats, group_size=t.group_size, seed=t.seed,
         )  # fmt: skip
 
     results = report.fit_results(candidates, validation, test)
     report.write_outputs(out_dir, results, candidates, validation, space, vali_data, variant, cfg.plot)
+    validity = report.chosen_validity(candidates, validation)
+    report.write_validity(out_dir, validity, strategy.repeats, v.repeats)
     device = f"{simulator.device} ({simulator.name}: {simulator.resolved_method}, {str(simulator.dtype)[6:]})"
-    rows, notes = report.summary_table(state.summary(), device, cfg.compare_to)
-    print(report.write_summary(out_dir, rows, notes, strategy.name, device))
+    if evaluator is not simulator:
+        device += f"; validation and test at dt = {evaluator.protocol.dt} s"
+    chosen_costs = {
+        "vali": [float(t) for t in results.costs["vali"][:, 2]],
+        "vali_valid": [int(n) for n in validity["vali_valid"]],
+        "repeats": int(v.repeats),
+    }
+    rows, notes = report.summary_table(state.summary(), device, cfg.compare_to, chosen_costs)
+    print(report.write_summary(out_dir, rows, notes, strategy.name, device, chosen_costs))
     print(
         report.results_text(
-            results, strategy.repeats, v.repeats, None if test is None else cfg.test.group_size
+            results, strategy.repeats, v.repeats, None if test is None else cfg.test.group_size, validity
         )
     )
     print(f"run folder: {out_dir}")

@@ -71,9 +71,9 @@ def _complete(manifest: Path) -> bool:
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Generate (or finish) the dataset; print and save its summary; return the manifest."""
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
+    variant = cost_variant(cfg.cost.name, simulator.circuit)
     data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(data.basis())
+    space = simulator.param_space(data)
     spec = dataset_spec(cfg.dataset, space)
     store = ShardStore(dataset_folder(cfg))
     log.info(

@@ -8,6 +8,11 @@ expand to regional values through the basis ``B = [1, myelin, gradient]`` (N x 3
     G                         global coupling, in [1, 10]
     sigma = B @ (s0, s1, s2)  noise amplitude, in [0.0005, 0.01]
 
+The FIC model (SPEC section 9, ``circuit="fic"``) has the same layout with other maps:
+``[wEE0, wEE1, wEE2, wEI0, wEI1, wEI2, G, s0, s1, s2]``, w_EE and w_EI in the slots of w and I of
+:class:`RegionalParams`; its bounds are the release's, which depend on the mean empirical FC
+(:func:`fic_bounds`), or the seed repository's fixed ones (:data:`FIC_FIXED_BOUNDS`).
+
 Bounds hold on the 3N + 1 regional values, not on the coefficients. The non-parametric variant
 searches the 3N + 1 regional values directly (order: w, I, G, sigma, as in the released test_all
 layout). Searchers work in normalised [0, 1] coordinates over a box that contains the feasible set:
@@ -17,6 +22,7 @@ programming once (the constraints are linear in the coefficients).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,7 +31,13 @@ import torch
 from scipy.optimize import linprog
 
 COEFFICIENT_NAMES = ("w0", "w1", "w2", "I0", "I1", "I2", "G", "s0", "s1", "s2")
+FIC_COEFFICIENT_NAMES = ("wEE0", "wEE1", "wEE2", "wEI0", "wEI1", "wEI2", "G", "s0", "s1", "s2")
 MAPS = ("w", "I", "sigma")  # the three regional maps, each linear in the basis
+CIRCUITS = ("pmfm", "fic")  # the circuit models: Kong2021's pMFM, the FIC model (SPEC section 9)
+MAP_LABELS = {  # what each slot of RegionalParams holds, per circuit (for names and messages)
+    "pmfm": {"w": "w", "I": "I", "G": "G", "sigma": "sigma"},
+    "fic": {"w": "w_EE", "I": "w_EI", "G": "G", "sigma": "sigma"},
+}
 
 
 class ParamError(ValueError):
@@ -46,6 +58,33 @@ class Bounds:
 
     def of(self, name: str) -> tuple[float, float]:
         return getattr(self, name)
+
+
+# FIC bounds (SPEC section 9), slots w = w_EE, I = w_EI. The seed repository's fixed ones:
+FIC_FIXED_BOUNDS = Bounds(w=(1.0, 10.0), I=(1.0, 5.0), G=(0.0, 3.0), sigma=(0.0005, 0.01))
+FIC_BOUNDS = ("release", "fixed")  # the release's FC-dependent bounds (default) or the fixed ones
+
+
+def fic_bounds(mean_fc: float | None = None, kind: str = "release") -> Bounds:
+    """FIC regional bounds: the release's, from the mean empirical FC m (upper triangle), or fixed.
+
+    Release: w_EE in [clip(20m - 3, 0, 7), clip(20m, 1, 10)], w_EI in [clip(22m - 6, 0, 3.5),
+    clip(11m, 3.2, 5)], G in [0, 3], sigma in [0.0005, 0.01]. Fixed (the seed repository): w_EE in
+    [1, 10], w_EI in [1, 5], G and sigma as the release.
+    """
+    if kind == "fixed":
+        return FIC_FIXED_BOUNDS
+    if kind != "release":
+        raise ParamError(f"FIC bounds {kind!r}; expected one of {FIC_BOUNDS}")
+    if mean_fc is None or not np.isfinite(mean_fc):
+        raise ParamError("the release's FIC bounds need the mean empirical FC")
+    m = float(mean_fc)
+    clip = lambda x, lo, hi: float(min(max(x, lo), hi))  # noqa: E731
+    return dataclasses.replace(
+        FIC_FIXED_BOUNDS,
+        w=(clip(20 * m - 3, 0, 7), clip(20 * m, 1, 10)),
+        I=(clip(22 * m - 6, 0, 3.5), clip(11 * m, 3.2, 5)),
+    )
 
 
 @dataclass(frozen=True)
@@ -84,11 +123,14 @@ class ParamSpace:
     """Where the simulator's parameters live, parametric (10 coefficients) or regional (3N + 1).
 
     ``basis`` is the (N, 3) matrix ``[1, myelin, gradient]`` of the training data's parcellation.
+    ``circuit`` is the model the parameters belong to: "pmfm" (default) or "fic" (w_EE, w_EI in
+    the slots of w and I; ``bounds`` then defaults to the seed's fixed FIC bounds).
     """
 
     basis: np.ndarray  # (N, 3) float64
-    bounds: Bounds = Bounds()
+    bounds: Bounds | None = None  # None: the circuit's default (pMFM: Bounds(); FIC: FIC_FIXED_BOUNDS)
     mode: Literal["parametric", "regional"] = "parametric"
+    circuit: str = "pmfm"
     box: np.ndarray = field(init=False, repr=False)  # (P, 2) [low, high] of the normalised box
 
     def __post_init__(self):
@@ -97,6 +139,10 @@ class ParamSpace:
             raise ParamError(f"basis must be (N, 3) = [1, myelin, gradient], got {basis.shape}")
         if self.mode not in ("parametric", "regional"):
             raise ParamError(f"mode must be 'parametric' or 'regional', got {self.mode!r}")
+        if self.circuit not in CIRCUITS:
+            raise ParamError(f"circuit must be one of {CIRCUITS}, got {self.circuit!r}")
+        if self.bounds is None:
+            object.__setattr__(self, "bounds", FIC_FIXED_BOUNDS if self.circuit == "fic" else Bounds())
         object.__setattr__(self, "basis", basis)
         box = self._parametric_box() if self.mode == "parametric" else self._regional_box()
         object.__setattr__(self, "box", box)
@@ -111,13 +157,24 @@ class ParamSpace:
         return 10 if self.mode == "parametric" else 3 * self.n_regions + 1
 
     @property
+    def limits(self) -> Bounds:
+        """The regional bounds in force (never None after construction)."""
+        assert self.bounds is not None
+        return self.bounds
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Slot of RegionalParams -> the circuit's name for it (FIC: w -> w_EE, I -> w_EI)."""
+        return MAP_LABELS[self.circuit]
+
+    @property
     def names(self) -> tuple[str, ...]:
         if self.mode == "parametric":
-            return COEFFICIENT_NAMES
-        n = self.n_regions
+            return FIC_COEFFICIENT_NAMES if self.circuit == "fic" else COEFFICIENT_NAMES
+        n, lab = self.n_regions, self.labels
         return (
-            tuple(f"w_{i}" for i in range(n))
-            + tuple(f"I_{i}" for i in range(n))
+            tuple(f"{lab['w']}_{i}" for i in range(n))
+            + tuple(f"{lab['I']}_{i}" for i in range(n))
             + ("G",)
             + tuple(f"sigma_{i}" for i in range(n))
         )
@@ -155,7 +212,7 @@ class ParamSpace:
             problems.append(f"set {b}: non-finite value in {', '.join(bad)}")
         regional = self.regional(theta.to(torch.float64))
         for name in ("w", "I", "G", "sigma"):
-            lo, hi = self.bounds.of(name)
+            lo, hi = self.limits.of(name)
             values = getattr(regional, name)
             values = values[:, None] if values.ndim == 1 else values
             outside = (values < lo) | (values > hi)
@@ -165,7 +222,8 @@ class ParamSpace:
                 where = (
                     "" if name == "G" else f" in {len(regions)} region(s), first region {regions[0].item()}"
                 )
-                problems.append(f"set {b}: {name} = {v:.6g}{where}, expected within [{lo}, {hi}]")
+                label = self.labels[name]
+                problems.append(f"set {b}: {label} = {v:.6g}{where}, expected within [{lo}, {hi}]")
         return problems
 
     def is_feasible(self, theta) -> torch.Tensor:
@@ -174,7 +232,7 @@ class ParamSpace:
         ok = torch.isfinite(theta).all(dim=1)
         regional = self.regional(torch.nan_to_num(theta.to(torch.float64)))
         for name in ("w", "I", "G", "sigma"):
-            lo, hi = self.bounds.of(name)
+            lo, hi = self.limits.of(name)
             values = getattr(regional, name)
             values = values[:, None] if values.ndim == 1 else values
             ok &= ((values >= lo) & (values <= hi)).all(dim=1).to(ok.device)
@@ -206,8 +264,8 @@ class ParamSpace:
         """(n, P) float64 feasible random starts (SPEC section 5).
 
         Regional values are drawn uniformly within their bounds; each map is projected onto the
-        basis by least squares; G keeps its draw. A projection that lands outside the bounds
-        (rare) is redrawn.
+        basis by least squares; G keeps its draw. FIC (SPEC section 9): the myelin coefficients of
+        w_EE and w_EI are then halved. A projection that lands outside the bounds (rare) is redrawn.
         """
         out = []
         for _ in range(n):
@@ -222,11 +280,14 @@ class ParamSpace:
 
     def _draw_least_squares(self, rng: np.random.Generator) -> np.ndarray:
         n = self.n_regions
-        maps = {name: rng.uniform(*self.bounds.of(name), size=n) for name in MAPS}
-        g = rng.uniform(*self.bounds.G)
+        maps = {name: rng.uniform(*self.limits.of(name), size=n) for name in MAPS}
+        g = rng.uniform(*self.limits.G)
         if self.mode == "regional":
             return np.concatenate([maps["w"], maps["I"], [g], maps["sigma"]])
         coef = {name: np.linalg.lstsq(self.basis, maps[name], rcond=None)[0] for name in MAPS}
+        if self.circuit == "fic":
+            coef["w"][1] /= 2  # myelin coefficient of w_EE
+            coef["I"][1] /= 2  # myelin coefficient of w_EI
         return np.concatenate([coef["w"], coef["I"], [g], coef["sigma"]])
 
     # -- internals -----------------------------------------------------------------------------
@@ -234,7 +295,7 @@ class ParamSpace:
         """Each coefficient's exact range over the feasible set, by linear programming."""
         box = np.zeros((10, 2))
         for block, name in ((0, "w"), (3, "I"), (7, "sigma")):
-            lo, hi = self.bounds.of(name)
+            lo, hi = self.limits.of(name)
             # lo <= B c <= hi  <=>  [B; -B] c <= [hi; -lo]
             a_ub = np.vstack([self.basis, -self.basis])
             b_ub = np.concatenate([np.full(self.n_regions, hi), np.full(self.n_regions, -lo)])
@@ -246,12 +307,12 @@ class ParamSpace:
                     if res.status != 0:
                         raise ParamError(f"feasible range of {name} coefficient {k}: {res.message}")
                     box[block + k, side] = res.x[k]
-        box[6] = self.bounds.G
+        box[6] = self.limits.G
         return box
 
     def _regional_box(self) -> np.ndarray:
-        n = self.n_regions
-        rows = [self.bounds.w] * n + [self.bounds.I] * n + [self.bounds.G] + [self.bounds.sigma] * n
+        n, b = self.n_regions, self.limits
+        rows = [b.w] * n + [b.I] * n + [b.G] + [b.sigma] * n
         return np.asarray(rows, dtype=np.float64)
 
     def _as_batch(self, theta) -> torch.Tensor:

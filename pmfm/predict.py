@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pmfm.models import SurrogateModule
-from pmfm.params import ParamError, ParamSpace, read_params_csv
+from pmfm.params import ParamError, read_params_csv
 from pmfm.sim.simulator import resolve_device
 
 
@@ -27,7 +27,7 @@ def predict_csv(
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
     model = SurrogateModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
-    space = ParamSpace(np.asarray(model.hparams["basis"]))
+    space = model.param_space()  # the circuit, basis and bounds it was trained with
     theta = read_params_csv(params_csv, space)
     pred = {k: v.cpu().numpy() for k, v in model.predict(theta.to(model.device)).items()}
     names: list[str] = [k for k in ("fc_cost", "fc_l1", "ks", "total", "p_valid") if k in pred]

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from pmfm.cost import Costs, RepeatStats, cost_variant
 from pmfm.data import DataError, EmpiricalData, bundled_path, load
 from pmfm.evaluate import evaluate_params
-from pmfm.params import ParamError, ParamSpace, read_params_csv
+from pmfm.params import ParamError, read_params_csv
 from pmfm.plots import plot_fc_fcd
 from pmfm.results import read_results
 from pmfm.sim.simulator import Simulator
@@ -48,17 +48,21 @@ def load_data(cfg: DictConfig, simulator: Simulator, variant) -> EmpiricalData:
 def run(cfg: DictConfig, out_dir: Path) -> float:
     """Simulate, cost and report; returns the mean total cost over the sets."""
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
+    variant = cost_variant(cfg.cost.name, simulator.circuit)
     data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(data.basis(), mode=cfg.param_space)
+    space = simulator.param_space(data, mode=cfg.param_space)
+    coefficients = simulator.param_space(data)
     if cfg.params_csv and cfg.get("params_layout", "rows") == "test_all":
-        theta = read_results(cfg.params_csv, ParamSpace(data.basis())).theta  # (K, 10), a fit's results.csv
+        theta = read_results(cfg.params_csv, coefficients).theta  # (K, 10), a fit's results.csv
         if space.mode == "regional":
-            theta = ParamSpace(data.basis()).regional(theta).flat()
+            theta = coefficients.regional(theta).flat()
     elif cfg.params_csv:
         theta = read_params_csv(cfg.params_csv, space)
+    elif simulator.circuit == "fic":  # no published example: a least-squares random start (SPEC section 9)
+        theta = coefficients.random_start(1, np.random.default_rng(cfg.example))
+        if space.mode == "regional":
+            theta = coefficients.regional(theta).flat()
     else:
-        coefficients = ParamSpace(data.basis())
         example = read_params_csv(bundled_path().parent / "kong2021_example.csv", coefficients)
         if not 1 <= cfg.example <= len(example):
             raise ParamError(f"example={cfg.example}: the bundled example has sets 1..{len(example)}")

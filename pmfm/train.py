@@ -13,6 +13,7 @@ metrics.json to the run folder and returns ``optimized_metric`` for Hydra's swee
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -30,7 +31,6 @@ from pmfm.datasets import DatasetError, PMFMDataModule
 from pmfm.generate import dataset_folder
 from pmfm.generate import run as generate_dataset
 from pmfm.models import SurrogateModule
-from pmfm.params import ParamSpace
 from pmfm.plots import plot_pred_vs_sim
 from pmfm.sim.simulator import Simulator
 from pmfm.simulate import load_data
@@ -53,17 +53,22 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     fill_run_values(cfg, out_dir)
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
+    variant = cost_variant(cfg.cost.name, simulator.circuit)
     data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(data.basis())
-    terms = [t for t in cfg.targets if t not in ("valid", "total")]  # total = sum of the terms
+    space = simulator.param_space(data)
+    pmfm_features_only(cfg.model, space.circuit)
+    targets = list(cfg.targets)
+    if variant.use_l1 and "fc_l1" not in targets:  # the cost's total has L1 (delssome, fic): learn it
+        targets.append("fc_l1")
+        log.info("targets: fc_l1 added, cost=%s counts it in the total", variant.name)
+    terms = [t for t in targets if t not in ("valid", "total")]  # total = sum of the terms
 
     folder = dataset_folder(cfg)
-    check_dataset_matches(folder, variant.name, data.n_regions)
+    check_dataset_matches(folder, variant.name, data.n_regions, simulator.circuit)
     datamodule = PMFMDataModule(
         folder,
         space,
-        targets=tuple(cfg.targets),
+        targets=tuple(targets),
         split=tuple(cfg.split),
         split_seed=cfg.split_seed,
         batch_size=cfg.batch_size,
@@ -77,10 +82,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         network=cfg.model.network,
         network_hparams=network_hparams,
         terms=terms,
-        target_names=list(cfg.targets),
+        target_names=targets,
         box=space.box.tolist(),
         basis=data.basis().tolist(),
         sc=data.sc.tolist(),
+        circuit=space.circuit,
+        bounds=dataclasses.asdict(space.limits),
         use_l1_in_total=variant.use_l1,
         lr=cfg.model.lr,
         weight_decay=cfg.model.weight_decay,
@@ -164,6 +171,20 @@ def input_statistics(
     return {"input_mean": x.mean(0).tolist(), "input_std": x.std(0).tolist()}
 
 
+def pmfm_features_only(model_cfg: DictConfig, circuit: str) -> None:
+    """mlp_lna linearises the pMFM: under another circuit, say so and train the coefficient MLP."""
+    hparams = model_cfg.network_hparams
+    if circuit == "pmfm" or "mlp_lna" not in (model_cfg.network, hparams.get("member")):
+        return
+    log.warning("model=mlp_lna linearises the pMFM, not the %s model: training model=mlp instead", circuit)
+    with open_dict(model_cfg):
+        model_cfg.network = "mlp" if model_cfg.network == "mlp_lna" else model_cfg.network
+        if hparams.get("member") == "mlp_lna":
+            hparams.member = "mlp"
+        for key in ("target_fc", "with_coefficients"):
+            hparams.pop(key, None)
+
+
 def target_fc(model_cfg: DictConfig, data) -> dict:
     """``target_fc: auto`` in a model config -> the data's empirical FC (N, N) as nested lists."""
     if model_cfg.network_hparams.get("target_fc") != "auto":
@@ -171,12 +192,19 @@ def target_fc(model_cfg: DictConfig, data) -> dict:
     return {"target_fc": data.fc.tolist()}
 
 
-def check_dataset_matches(folder: Path, variant: str, n_regions: int) -> None:
-    """Refuse a dataset costed with another variant or made for another parcellation."""
+def check_dataset_matches(folder: Path, variant: str, n_regions: int, circuit: str = "pmfm") -> None:
+    """Refuse a dataset costed with another variant, made for another parcellation or another
+    circuit model (its coefficients would be misread)."""
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         return  # generated first, from this very config
     made = json.loads(manifest.read_text()).get("config", {})
+    made_circuit = made.get("circuit", {}).get("name", "pmfm")
+    if made_circuit != circuit:
+        raise DatasetError(
+            f"{manifest}: dataset made with the {made_circuit} model; this run simulates the {circuit} "
+            "model. Pick the matching simulator= or another dataset."
+        )
     cost, data = made.get("cost", {}).get("variant"), made.get("data", {}).get("n_regions")
     if (cost is not None and cost != variant) or (data is not None and data != n_regions):
         raise DatasetError(

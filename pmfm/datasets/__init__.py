@@ -4,9 +4,9 @@
 from `pmfm.datasets.datamodule` on first access.
 """
 
-from pmfm.datasets.store import COLUMNS, DatasetError, ShardStore, load_dataset
+from pmfm.datasets.store import COLUMNS, RATE_COLUMNS, DatasetError, ShardStore, load_dataset
 
-__all__ = ["COLUMNS", "DatasetError", "PMFMDataModule", "ShardStore", "load_dataset"]
+__all__ = ["COLUMNS", "RATE_COLUMNS", "DatasetError", "PMFMDataModule", "ShardStore", "load_dataset"]
 
 
 def __getattr__(name: str):

@@ -72,7 +72,8 @@ def fill_cmaes_shard(gen, shard: int) -> dict[str, np.ndarray]:
                 continue
             s, g = starts[run.start], run.generation - 1  # global start, 0-based generation
             first = (g * n_starts + s) * settings.popsize
-            costs = Costs(total=run.total, repeats=spec.repeats, **{k: run.terms[k] for k in TERMS})
+            rates = {k: run.terms[k] for k in ("mean_rate", "n_valid_rate") if k in run.terms}  # FIC
+            costs = Costs(total=run.total, repeats=spec.repeats, **{k: run.terms[k] for k in TERMS}, **rates)
             ids = np.arange(first, first + len(run.candidates))
             chunk.append(rows_from(run.candidates, costs, sample_id=ids, shard=shard, start=s, generation=g))
         rows = concat_rows(chunk, gen.space.dim)

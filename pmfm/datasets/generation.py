@@ -22,7 +22,7 @@ import torch
 from pmfm.cost import Costs, CostVariant
 from pmfm.data import EmpiricalData
 from pmfm.datasets.samplers import FeasibleStream
-from pmfm.datasets.store import COLUMNS, ShardStore, concat_rows
+from pmfm.datasets.store import COLUMNS, RATE_COLUMNS, ShardStore, concat_rows
 from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace
 from pmfm.sim.simulator import Simulator
@@ -88,7 +88,22 @@ class DatasetSpec:
             "data": {"name": data.name, "split": data.split, "n_regions": data.n_regions},
             "cost": {"variant": variant.name},
             "dim": dim,
+        } | fic_identity(simulator)
+
+
+def fic_identity(simulator: Simulator) -> dict:
+    """What the FIC model adds to a dataset's identity (nothing for the pMFM: its hashes stay)."""
+    if simulator.circuit != "fic":
+        return {}
+    return {
+        "circuit": {
+            "name": "fic",
+            "bounds": simulator.bounds,
+            "sc_transform": simulator.sc_transform,
+            "target_rate": simulator.target_rate,
+            "rate_band": list(simulator.rate_band),
         }
+    }
 
 
 def config_hash(identity: dict) -> str:
@@ -123,7 +138,11 @@ def rows_from(theta: torch.Tensor, costs: Costs, **ids) -> dict[str, np.ndarray]
     }
     for key, value in ids.items():
         rows[key] = np.broadcast_to(np.asarray(value), (n,)).copy()
-    return {k: rows[k].astype(t) for k, t in COLUMNS.items()}
+    out = {k: rows[k].astype(t) for k, t in COLUMNS.items()}
+    if costs.mean_rate is not None and costs.n_valid_rate is not None:  # FIC: rates and their validity
+        out["mean_rate"] = costs.mean_rate.numpy().astype(RATE_COLUMNS["mean_rate"])
+        out["n_valid_rate"] = costs.n_valid_rate.numpy().astype(RATE_COLUMNS["n_valid_rate"])
+    return out
 
 
 @dataclass

@@ -41,6 +41,21 @@ COLUMNS: dict[str, str] = {
     "ks": "float64",
     "total": "float64",
 }
+# columns of FIC datasets only (SPEC section 9), absent from pMFM ones
+RATE_COLUMNS: dict[str, str] = {
+    "mean_rate": "float64",  # (n, N) mean excitatory rate per region over the main loop and repeats, Hz
+    "n_valid_rate": "int16",  # repeats whose every regional mean rate was inside the validity band
+}
+
+
+def columns_of(rows) -> list[str]:
+    """The columns ``rows`` (a dict or an open npz) holds: COLUMNS, plus RATE_COLUMNS when present."""
+    keys = set(rows.files if hasattr(rows, "files") else rows)
+    return [*COLUMNS, *(k for k in RATE_COLUMNS if k in keys)]
+
+
+def column_type(key: str) -> str:
+    return COLUMNS.get(key) or RATE_COLUMNS[key]
 
 
 class DatasetError(RuntimeError):
@@ -66,9 +81,12 @@ def empty_rows(dim: int) -> dict[str, np.ndarray]:
 
 
 def concat_rows(parts: list[dict[str, np.ndarray]], dim: int) -> dict[str, np.ndarray]:
-    if not parts:
+    """Rows of ``parts`` in order; the FIC columns are kept when every non-empty part has them."""
+    filled = [p for p in parts if len(p["sample_id"])] or parts
+    if not filled:
         return empty_rows(dim)
-    return {k: np.concatenate([p[k] for p in parts]).astype(t) for k, t in COLUMNS.items()}
+    keys = [k for k in columns_of(filled[0]) if all(k in p for p in filled)]
+    return {k: np.concatenate([p[k] for p in filled]).astype(column_type(k)) for k in keys}
 
 
 def _npz_bytes(rows: dict[str, np.ndarray]) -> bytes:
@@ -87,7 +105,7 @@ def rows_checksum(rows: dict[str, np.ndarray]) -> str:
     per_row = []
     for i in range(n):
         h = hashlib.sha256()
-        for k in COLUMNS:
+        for k in columns_of(rows):
             h.update(np.ascontiguousarray(rows[k][i]).tobytes())
         per_row.append(h.hexdigest())
     return hashlib.sha256("".join(sorted(per_row)).encode()).hexdigest()
@@ -191,7 +209,7 @@ class ShardStore:
 
     def read_shard(self, shard: int) -> dict[str, np.ndarray]:
         with np.load(self.shard_path(shard)) as z:
-            return {k: z[k] for k in COLUMNS}
+            return {k: z[k] for k in columns_of(z)}
 
     # -- partial chunks -----------------------------------------------------------------------
     def write_chunk(self, shard: int, index: int, rows: dict[str, np.ndarray], state=None) -> None:
@@ -214,7 +232,7 @@ class ShardStore:
         while (path := folder / f"chunk_{len(parts):06d}.npz").is_file():
             try:
                 with np.load(path) as z:
-                    parts.append({k: z[k] for k in COLUMNS})
+                    parts.append({k: z[k] for k in columns_of(z)})
             except Exception:  # a torn chunk cannot happen (atomic writes), a damaged disk can
                 warnings.warn(
                     f"{path}: unreadable chunk; it and the chunks after it are redone", stacklevel=2

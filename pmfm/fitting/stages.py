@@ -38,6 +38,7 @@ class Candidates:
     train: np.ndarray  # (K, 3) fc_cost, ks, total on the training split (simulated, R = train R)
     per_generation: np.ndarray  # (G, S) best cost per generation and start, for the figure
     per_generation_label: str  # what per_generation holds
+    train_valid: np.ndarray | None = None  # (K,) repeats valid for both terms on the training split
 
 
 def _costs3(costs: Costs) -> np.ndarray:
@@ -91,7 +92,10 @@ def simulator_search(
     per_generation = np.full((searcher.generation, n_starts), np.nan)
     for b in kept:
         per_generation[b.generation - 1, b.start] = b.total
-    terms = {k: np.array([b.terms.get(k, np.nan) for b in kept]) for k in ("fc_cost", "ks")}
+    terms = {
+        k: np.array([b.terms.get(k, np.nan) for b in kept])
+        for k in ("fc_cost", "ks", "n_valid_fc", "n_valid_fcd")
+    }
     candidates = Candidates(
         theta=torch.stack([b.theta for b in kept]),
         start=np.array([b.start + 1 for b in kept]),
@@ -99,6 +103,7 @@ def simulator_search(
         train=np.column_stack([terms["fc_cost"], terms["ks"], [b.total for b in kept]]),
         per_generation=per_generation,
         per_generation_label=f"best training total of the generation (R = {repeats})",
+        train_valid=np.minimum(terms["n_valid_fc"], terms["n_valid_fcd"]),
     )
     state.save("search", asdict(candidates))
     state.record(
@@ -155,6 +160,7 @@ def resimulate_stage(
         train=_costs3(costs),
         per_generation=np.asarray(found["history"]),
         per_generation_label="best predicted score so far (surrogate)",
+        train_valid=costs.n_valid().numpy(),
     )
     state.save("search", asdict(candidates))
     state.record(
@@ -181,8 +187,9 @@ def validation_stage(
 ) -> dict:
     """Every candidate at R = ``repeats`` on the validation split; choose the top k (diversity rule).
 
-    Returns "vali" (K, 3), "chosen" (indices, best first) and the chosen best set's per-repeat FC and
-    FCD CDFs ("best_fc" (R, E), "best_cdf" (R, bins), validity masks) for the figure.
+    Returns "vali" (K, 3), "vali_valid" (K,) repeats valid for both terms, "chosen" (indices, best
+    first) and the chosen best set's per-repeat FC and FCD CDFs ("best_fc" (R, E), "best_cdf"
+    (R, bins), validity masks) for the figure; FIC: also "vali_rate" (K, N) mean excitatory rates.
     """
     if state.has("validation"):
         return state.load("validation")
@@ -199,12 +206,15 @@ def validation_stage(
     rows = slice(chosen[0] * repeats, (chosen[0] + 1) * repeats)
     out = {
         "vali": vali,
+        "vali_valid": evaluation.costs.n_valid().numpy(),
         "chosen": chosen,
         "best_fc": stats.fc[rows].clone(),
         "best_cdf": stats.cdf[rows].clone(),
         "best_fc_valid": stats.fc_valid[rows].clone(),
         "best_fcd_valid": stats.fcd_valid[rows].clone(),
     }
+    if evaluation.costs.mean_rate is not None:  # FIC: the rates behind each candidate's validity
+        out["vali_rate"] = evaluation.costs.mean_rate.numpy()
     state.save("validation", out)
     state.record(
         "validation",

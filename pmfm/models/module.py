@@ -48,6 +48,10 @@ class SurrogateModule(L.LightningModule):
         lr, weight_decay: AdamW settings.
         validity_weight: weight of the validity loss beside the cost loss.
         max_epochs_hint: cosine schedule length when the trainer does not give max_epochs.
+        circuit: the circuit model the parameters belong to ("pmfm" or "fic", SPEC section 9).
+        bounds: the regional bounds of the parameter space (``dataclasses.asdict(Bounds)``); None:
+            the circuit's defaults. With ``basis`` and ``circuit`` they rebuild the space the
+            surrogate was trained on (:meth:`param_space`), so coefficients are never misread.
     """
 
     cost_lo: torch.Tensor  # (T,) lower bound of each term (buffer)
@@ -67,6 +71,8 @@ class SurrogateModule(L.LightningModule):
         weight_decay: float = 1e-4,
         validity_weight: float = 1.0,
         max_epochs_hint: int = 100,
+        circuit: str = "pmfm",
+        bounds: Mapping[str, Sequence[float]] | None = None,
     ):
         super().__init__()
         terms, target_names = [str(t) for t in terms], [str(t) for t in target_names]
@@ -77,6 +83,7 @@ class SurrogateModule(L.LightningModule):
         # anywhere; not sent to loggers (the training script logs its config; sc would swamp it)
         network_hparams = _plain(network_hparams or {})
         box, basis, sc = _plain(box), _plain(basis), _plain(sc)
+        bounds = None if bounds is None else _plain(bounds)
         self.save_hyperparameters(logger=False)
         self.terms = tuple(terms)
         self.term_columns = [target_names.index(t) for t in terms]  # column of each term in y
@@ -101,6 +108,15 @@ class SurrogateModule(L.LightningModule):
         self.is_ensemble = bool(getattr(self.net, "is_ensemble", False))
         self.last_eval: tuple[dict, dict, torch.Tensor] | None = None  # (pred, true, valid) of the last eval
         self._eval_batches: list[tuple[dict, torch.Tensor, torch.Tensor]] = []
+
+    def param_space(self):
+        """The parameter space the surrogate was trained on (circuit, basis and bounds of training)."""
+        from pmfm.params import Bounds, ParamSpace
+
+        bounds = self.hparams.get("bounds")
+        bounds = None if bounds is None else Bounds(**{k: tuple(v) for k, v in bounds.items()})
+        basis = np.asarray(self.hparams["basis"], dtype=np.float64)
+        return ParamSpace(basis, bounds=bounds, circuit=self.hparams.get("circuit", "pmfm"))
 
     # -- outputs --------------------------------------------------------------------------------
     def heads(self, z: torch.Tensor) -> dict[str, torch.Tensor]:

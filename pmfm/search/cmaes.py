@@ -458,7 +458,7 @@ class MultiStartCMAES:
                 theta=theta[best].clone(),
                 total=float(totals[best]),
                 valid=bool(ev.valid[best]),
-                terms={k: float(v[best]) for k, v in ev.terms.items()},
+                terms={k: float(v[best]) for k, v in ev.terms.items() if v.ndim == 1},
             )
         )
         return StartGeneration(

@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from pmfm.cost import KONG2021, CostVariant, combine_repeats
-from pmfm.evaluate import bold_stats, sims_per_chunk
+from pmfm.evaluate import rate_summary, sims_per_chunk, simulation_stats
 from pmfm.params import ParamSpace
 from pmfm.sim.noise import Noise
 
@@ -59,15 +59,15 @@ class Evaluated:
 
     total: torch.Tensor  # (B,) float64, lower is better, always finite (invalid sets get a large value)
     valid: torch.Tensor  # (B,) bool: the set was feasible and every cost term came from a valid repeat
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,), e.g. fc_cost, ks
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, ...), e.g. fc_cost, ks
 
     def __post_init__(self):
         if self.total.ndim != 1 or self.valid.shape != self.total.shape:
             raise ValueError(
                 f"total and valid must both be (B,), got {tuple(self.total.shape)}, {tuple(self.valid.shape)}"
             )
-        for name, values in self.terms.items():
-            if values.shape != self.total.shape:
+        for name, values in self.terms.items():  # per-set scalars (B,), or arrays (B, ...) such as mean_rate
+            if values.shape[:1] != self.total.shape:
                 raise ValueError(
                     f"term {name!r} has shape {tuple(values.shape)}, expected {tuple(self.total.shape)}"
                 )
@@ -111,7 +111,9 @@ class SimulatorObjective:
             keyed by sample ids (False); see the module docstring.
 
     Infeasible sets (out of bounds, NaN) are not simulated: every term is ``variant.invalid_value``
-    and ``valid`` is False. Terms of invalid repeats follow the "fit" stage of SPEC section 6 (10).
+    and ``valid`` is False. Terms of invalid repeats follow the "fit" stage of SPEC section 6 (10;
+    FIC: 5). FIC runs whose mean rates leave the band are invalid repeats; the terms then also hold
+    ``n_valid_rate`` (B,) and ``mean_rate`` (B, N).
     """
 
     def __init__(
@@ -175,10 +177,15 @@ class SimulatorObjective:
             result = self.simulator.run(
                 theta[idx].repeat_interleave(r, dim=0), self.space, self.data.sc, chunk_noise
             )  # bold (b * R, N, T)
-            stats = bold_stats(result.bold, self.variant, self.simulator)
+            stats = simulation_stats(result, self.variant, self.simulator)
             costs = combine_repeats(stats, self.data.fc, self.data.fcd_cdf, r, self.variant, "fit")
             for name in TERM_NAMES:
                 terms[name][idx] = getattr(costs, name).to(terms[name].dtype)
+            for name, values in rate_summary(result, r, self.simulator).items():  # FIC: rates and validity
+                if name not in terms:
+                    fill = 0 if name == "n_valid_rate" else float("nan")
+                    terms[name] = torch.full((n_sets, *values.shape[1:]), fill, dtype=values.dtype)
+                terms[name][idx] = values
         valid = feasible & (terms["n_valid_fc"] > 0) & (terms["n_valid_fcd"] > 0)
         valid &= (terms["fc_cost"] < bad) & (terms["ks"] < bad)
         total = terms["fc_cost"] + terms["ks"] + (terms["fc_l1"] if self.variant.use_l1 else 0.0)  # (B,)

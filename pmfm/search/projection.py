@@ -56,7 +56,7 @@ class FeasibleProjection:
         self._low, self._scale = box[:, 0], box[:, 1] - box[:, 0]  # (10,) each
         self._blocks = []
         for first, name in BLOCKS:
-            lo, hi = space.bounds.of(name)
+            lo, hi = space.limits.of(name)
             shrink = self.margin * (hi - lo)
             lo, hi = lo + shrink, hi - shrink
             cols = slice(first, first + 3)
@@ -65,7 +65,7 @@ class FeasibleProjection:
             a = np.vstack([bd, -bd])  # (2N, 3)
             b = np.concatenate([hi - offset, offset - lo])  # (2N,)
             self._blocks.append((cols, a, b, _chebyshev_centre(a, b, name)))
-        g_lo, g_hi = space.bounds.G
+        g_lo, g_hi = space.limits.G
         g_shrink = self.margin * (g_hi - g_lo) / self._scale[G_INDEX]
         self._g_interval = (
             (g_lo - self._low[G_INDEX]) / self._scale[G_INDEX] + g_shrink,

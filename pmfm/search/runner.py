@@ -35,6 +35,8 @@ class SearchSettings:
     # the score: total + uncertainty_penalty * ensemble std + validity_penalty * (1 - p_valid)
     uncertainty_penalty: float = 0.0
     validity_penalty: float = 1.0
+    # candidates the surrogate predicts invalid (p_valid < 0.5) are not returned while others exist
+    reject_invalid: bool = True
 
     def __post_init__(self):
         if self.name not in ("cmaes", "adam"):
@@ -97,7 +99,9 @@ def surrogate_search(
 
     The pool is every start's best point of every generation (CMA-ES) or its best visited point
     (Adam); candidates are chosen from it by predicted score with the diversity rule of
-    :func:`pmfm.validation.choose_diverse` (no two near-identical sets re-simulated).
+    :func:`pmfm.validation.choose_diverse` (no two near-identical sets re-simulated). With
+    ``settings.reject_invalid`` the pool keeps only sets predicted valid (p_valid >= 0.5) when
+    there is any: the FIC model's rate rule makes many sets invalid (SPEC section 9).
     """
     score = SurrogateScore(model, settings.uncertainty_penalty, settings.validity_penalty)
     if starts is None:
@@ -138,6 +142,14 @@ def surrogate_search(
         history = np.fmin.accumulate(per_gen, axis=0)
     with torch.no_grad():
         pool_score, pred = score(space.normalise(pool))
+    if settings.reject_invalid:
+        keep = pred["p_valid"].detach().cpu() >= 0.5  # (pool,)
+        if bool(keep.any()) and not bool(keep.all()):
+            pool, pool_start, pool_step = pool[keep], pool_start[keep.numpy()], pool_step[keep.numpy()]
+            pool_score, pred = (
+                pool_score[keep.to(pool_score.device)],
+                {k: v[keep.to(v.device)] for k, v in pred.items()},
+            )
     scores = pool_score.cpu().numpy()  # (pool,)
     chosen = choose_diverse(pool, scores, space, k=top_k, threshold=diversity)
     predicted = {k: v.detach().cpu().numpy()[chosen] for k, v in pred.items()}

@@ -71,6 +71,7 @@ class SurrogateObjective:
     """
 
     def __init__(self, space: ParamSpace, score: SurrogateScore):
+        check_circuit(score.model, space)
         box = getattr(score.model, "box", None)
         if box is not None and not np.allclose(np.asarray(box), space.box, rtol=1e-9, atol=1e-12):
             raise ValueError(
@@ -102,3 +103,14 @@ class SurrogateObjective:
 
 
 TERMS = ("fc_cost", "ks", "fc_l1", "total", "p_valid", "total_std")
+
+
+def check_circuit(model, space: ParamSpace) -> None:
+    """Refuse a surrogate trained on another circuit model's parameters than ``space``'s."""
+    hparams = getattr(model, "hparams", None)
+    trained = hparams.get("circuit", "pmfm") if hparams is not None else space.circuit
+    if trained != space.circuit:
+        raise ValueError(
+            f"the surrogate was trained on the {trained} model's parameters; this search is over the "
+            f"{space.circuit} model's (simulator={'fic' if space.circuit == 'fic' else 'auto'}?)"
+        )

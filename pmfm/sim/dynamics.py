@@ -31,16 +31,22 @@ def coupling_matrix(sc: torch.Tensor, scale: float = SC_SCALE) -> torch.Tensor:
     return sc / sc.max() * scale
 
 
-def firing_rate(x: torch.Tensor) -> torch.Tensor:
-    """H(x) in Hz, evaluated stably at its removable singularity a*x = b.
+def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    """H(x; a, b, d) = (a x - b) / (1 - exp(-d (a x - b))) in Hz, stable at a*x = b.
 
     ``u / (1 - exp(-d u))`` is rewritten ``u / -expm1(-d u)``: expm1 has no cancellation for small
     ``d u``, so the quotient is accurate down to u = 0, where the only 0/0 is replaced by its limit
-    1/d (the direct formula loses float32 runs to NaN there, SPEC section 4).
+    1/d (the direct formula loses float32 runs to NaN there, SPEC section 4). Shared by the pMFM and
+    the FIC model's two populations (pmfm.sim.fic).
     """
-    y = (x * (-D * A)).add_(D * B)  # y = -d u, u = a x - b
+    y = (x * (-d * a)).add_(d * b)  # y = -d u, u = a x - b
     ratio = y / torch.expm1(y)  # d u / (1 - exp(-d u)) = d H
-    return ratio.masked_fill_(y == 0, 1.0).mul_(1.0 / D)
+    return ratio.masked_fill_(y == 0, 1.0).mul_(1.0 / d)
+
+
+def firing_rate(x: torch.Tensor) -> torch.Tensor:
+    """The pMFM's H(x) in Hz (a = 270, b = 108, d = 0.154), evaluated stably at a*x = b."""
+    return transfer(x, A, B, D)
 
 
 def synaptic_input(

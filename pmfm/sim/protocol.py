@@ -75,6 +75,16 @@ class SimProtocol:
         """(n_tr,) times in seconds of the kept samples, measured from the start of the main loop."""
         return self.sample_steps()[self.burn_in_samples :] * self.dt
 
+    def at_dt(self, dt: float) -> SimProtocol:
+        """The same protocol at step ``dt``: the same warm-up steps, TR, samples and burn-in.
+
+        The duration is set so that the last BOLD sample falls on the last main step, as at the
+        FIC model's dt = 0.006 s (training) and 0.0005 s (validation and test), SPEC section 9.
+        """
+        tr_steps = int(round(self.tr_s / dt))
+        duration_s = (self.n_samples * tr_steps - 1) * dt
+        return SimProtocol(dt, self.warmup_steps, duration_s, self.tr_s, self.burn_in_samples)
+
     @classmethod
     def shortened(cls, n_tr: int, burn_in_samples: int = 2, **kw) -> SimProtocol:
         """A protocol that keeps ``n_tr`` TRs after a short burn-in (for tests and quick looks).
