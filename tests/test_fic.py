@@ -358,6 +358,7 @@ def test_generate_train_and_surrogate_fit_run_the_fic_model(fic_folders, tmp_pat
     module = SurrogateModule.load_from_checkpoint(next((run_dir / "surrogate").rglob("*.ckpt")))
     space = module.param_space()
     assert space.circuit == "fic" and space.names[0] == "wEE0"
+    assert module.hparams["network"] == "mlp"  # the default mlp_lna linearises the pMFM: replaced
     # fit: candidates re-simulated, their validity reported
     validity = np.loadtxt(run_dir / "validity.csv", delimiter=",", skiprows=2, ndmin=2)
     assert validity.shape[1] == 1 + 4  # rank, train_valid, vali_valid, rate_min, rate_max

@@ -120,7 +120,7 @@ def test_mlp_lna_memoises_its_features_and_differentiates_through_them():
         first = net.summaries(u)
     assert len(net._memo) == 5
     fresh = net.summaries(u.clone().requires_grad_(True))  # computed again, differentiably
-    torch.testing.assert_close(fresh.detach(), first)
+    torch.testing.assert_close(fresh.detach(), first, rtol=1e-3, atol=1e-4)  # float64 vs float32 eigh
     u = u.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(net(u).sum(), u)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -141,7 +141,11 @@ def whole_fits(cfg: DictConfig, out_dir: Path) -> dict:
             "folder": str(f),
             "wall_s": summary["total"]["wall_s"],
             "simulations": summary["total"]["simulations"],
-            "stages": {k: v["wall_s"] for k, v in summary.items() if isinstance(v, dict) and k != "total"},
+            "stages": {
+                k: v["wall_s"]
+                for k, v in summary.items()
+                if isinstance(v, dict) and "wall_s" in v and k != "total"
+            },
             "validated_best": float(np.nanmin(vali)),
         }
     target = info["surrogate"]["validated_best"]

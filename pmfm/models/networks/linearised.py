@@ -75,8 +75,13 @@ class LinearisedMLP(MLP):
         if len(u) > CHUNK_ROWS:
             return torch.cat([self._compute(part) for part in u.split(CHUNK_ROWS)])
         u = u.to(torch.float64)
+        if u.requires_grad:  # degenerate eigenvalues (far outside the bounds) can make eigh's backward
+            u.register_hook(torch.nan_to_num)  # non-finite: such a row gets no push rather than NaN
         box, basis = self.box.to(torch.float64), self.basis.to(torch.float64)
         w, I, G, sigma = expand(u, box, basis)
         sc = self.sc.to(torch.float64)
-        lin = linearize(w, I, G, sigma, sc / sc.max() * SC_SCALE, spectral_dtype=torch.float32)
+        # float32 halves the eigendecomposition's cost; gradients keep float64, where eigh's backward
+        # (1 / (l_i - l_j)) meets fewer exact ties between the eigenvalues of silent regions
+        spectral = torch.float64 if u.requires_grad and torch.is_grad_enabled() else torch.float32
+        lin = linearize(w, I, G, sigma, sc / sc.max() * SC_SCALE, spectral_dtype=spectral)
         return summary(lin, self.target_fc).to(torch.float64)
