@@ -145,14 +145,15 @@ def run_benchmark(
 
 def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.device, repeats: int) -> dict:
     """Evaluations/s of an (untrained) surrogate network with default hyperparameters, eval mode."""
-    from pmfm.models.networks import build_network  # torch only
+    from pmfm.models.networks import LinearisedMLP, build_network  # torch only
 
     target = {"target_fc": data.fc.tolist()} if name == "mlp_lna" else {}
     net = build_network(
         name, n_outputs=3, box=space.box.tolist(), basis=data.basis().tolist(), sc=data.sc.tolist(), **target
     )
     net = net.to(dev).eval()
-    net.memoise = False  # mlp_lna: time the linearisation of every set, not a lookup
+    if isinstance(net, LinearisedMLP):
+        net.memoise = False  # time the linearisation of every set, not a lookup
     u = torch.rand(batch, space.dim, device=dev)
     with torch.no_grad():
         net(u[:16])  # warm-up
