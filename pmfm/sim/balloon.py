@@ -46,6 +46,12 @@ def derivatives(s, z, f, v, q) -> tuple[torch.Tensor, ...]:
     return dz, z, dv, dq
 
 
+def euler_step(s, z, f, v, q, dt: float) -> tuple[torch.Tensor, ...]:
+    """(z, f, v, q) after one Euler step of ``dt`` seconds driven by S (the integrators' shared update)."""
+    dz, df, dv, dq = derivatives(s, z, f, v, q)
+    return z.add(dz, alpha=dt), f.add(df, alpha=dt), v.add(dv, alpha=dt), q.add(dq, alpha=dt)
+
+
 def bold(v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """BOLD signal (percent) from volume v and deoxyhaemoglobin q; 0 at rest."""
     return BOLD_SCALE * (K1 * (1.0 - q) + K2 * (1.0 - q / v) + K3 * (1.0 - v))

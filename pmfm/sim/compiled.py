@@ -31,8 +31,7 @@ def _neural_step(s, position, jw, jg, i_ext, ct, scale, dt: float, increment: in
 def _main_step(s, z, f, v, q, position, jw, jg, i_ext, ct, scale, dt: float, increment: int):
     """One main step: S first, then the Balloon from the new S (the reference order)."""
     s, position = _neural_step(s, position, jw, jg, i_ext, ct, scale, dt, increment)
-    dz, df, dv, dq = balloon.derivatives(s, z, f, v, q)
-    z, f, v, q = z.add(dz, alpha=dt), f.add(df, alpha=dt), v.add(dv, alpha=dt), q.add(dq, alpha=dt)
+    z, f, v, q = balloon.euler_step(s, z, f, v, q, dt)
     return s, z, f, v, q, position
 
 

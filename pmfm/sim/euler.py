@@ -50,13 +50,7 @@ def integrate_euler(
     next_sample, k = sample_steps[0], 0
     for m in range(1, protocol.main_steps + 1):
         s = neural_step(s, protocol.warmup_steps + m - 1)
-        dz, df, dv, dq = balloon.derivatives(s, z, f, v, q)
-        z, f, v, q = (
-            z.add(dz, alpha=dt),
-            f.add(df, alpha=dt),
-            v.add(dv, alpha=dt),
-            q.add(dq, alpha=dt),
-        )
+        z, f, v, q = balloon.euler_step(s, z, f, v, q, dt)
         if m == next_sample:
             if k >= first_kept:
                 out[:, :, k - first_kept] = balloon.bold(v, q)

@@ -214,8 +214,7 @@ def integrate_fic(
     for m in range(1, protocol.main_steps + 1):
         s_e, s_i, r_e = step(s_e, s_i, protocol.warmup_steps + m - 1)
         rate_sum += r_e
-        dz, df, dv, dq = balloon.derivatives(s_e, z, f, v, q)
-        z, f, v, q = z.add(dz, alpha=dt), f.add(df, alpha=dt), v.add(dv, alpha=dt), q.add(dq, alpha=dt)
+        z, f, v, q = balloon.euler_step(s_e, z, f, v, q, dt)
         if m == next_sample:
             if k >= first_kept:
                 out[:, :, k - first_kept] = balloon.bold(v, q)
