@@ -37,4 +37,5 @@ step fit_surrogate 240 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu \
   --out "$OUT/fit_acceptance_gpu.json"
 cp benchmarks/results.csv "$OUT/results.csv" 2>/dev/null
 tar czf "$OUT/runs.tar.gz" --exclude='*.ckpt.tmp' "$RUNS"/accept_*_gpu "$ROOT/hcp_cmaes_gpu" 2>/dev/null
+(cd "$OUT" && tar czf logs.tar.gz ./*.txt && rm ./*.txt)  # the device returns at most 8 files
 ls -la "$OUT"
