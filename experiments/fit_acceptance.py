@@ -42,11 +42,12 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20265, help="noise seed (fresh: not a fit's seed)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--method", default="euler", help="simulator path: euler, or auto (fused on CUDA)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     simulator = Simulator.from_config(
-        {"name": "mfm_euler", "method": "euler", "dtype": "float32", "protocol": {}}, args.device
+        {"name": args.method, "method": args.method, "dtype": "float32", "protocol": {}}, args.device
     )
     variant = cost_variant("kong2021")
     vali = load(None, "vali", n_tr=simulator.protocol.n_tr, window=variant.window, n_bins=variant.n_bins)
@@ -55,7 +56,7 @@ def main() -> None:
         "repeats_per_group": args.repeats,
         "groups": args.groups,
         "seed": args.seed,
-        "device": str(simulator.device),
+        "device": f"{simulator.device} ({simulator.resolved_method})",
     }
     runs = [("simulator", args.simulator)] + [(f"surrogate_{i + 1}", f) for i, f in enumerate(args.surrogate)]
     for name, folder in runs:

@@ -4,8 +4,10 @@
 # failed step does not stop the later ones that do not need it.
 #   1. the surrogates' evaluation speed on this GPU (benchmark rows, mlp_lna included)
 #   2. the baseline fit: experiment=fit_accept_simulator_gpu (60,000 training simulations)
-#   3. the fast path: experiment=fit_accept_surrogate_gpu (its 24,000-simulation dataset, mlp_lna, search)
-#   4. the noise ceiling of that dataset: every row re-simulated with fresh noise
+#   3. the fast path: experiment=fit_accept_surrogate_gpu (mlp_lna on the shipped dataset, pre-screened
+#      CMA-ES), and the same simulating the surrogate's best 200 instead of 100 per start and generation
+#   4. the noise ceiling of dataset=hcp_cmaes_gpu (python -m pmfm.generate dataset=hcp_cmaes_gpu, or
+#      carried in $ROOT): every row re-simulated with fresh noise
 #   5. issue 5's check: both chosen sets re-simulated with fresh noise (R = 20, 5 groups)
 # Usage: OUT=<logs> SITE=<carried packages> bash experiments/gpu_acceptance.sh
 #   EXTRA, SIM_EXTRA, SUR_EXTRA (overrides for both fits, the baseline, the fast path) and ROOT
@@ -16,24 +18,28 @@ export CUBLAS_WORKSPACE_CONFIG=:4096:8 WANDB_MODE=offline
 OUT=${OUT:-/tmp/gpu_acceptance}
 ROOT=${ROOT:-outputs/datasets}
 RUNS=${RUNS:-outputs/fit}
-EXTRA=${EXTRA:-} SIM_EXTRA=${SIM_EXTRA:-} SUR_EXTRA=${SUR_EXTRA:-}
+SKIP_BENCH=${SKIP_BENCH:-} EXTRA=${EXTRA:-} SIM_EXTRA=${SIM_EXTRA:-} SUR_EXTRA=${SUR_EXTRA:-}
 mkdir -p "$OUT"
 step() { local name=$1 limit=$2; shift 2; echo "== $name ($(date +%T))"; timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1;
          echo "   exit $? after ${SECONDS}s"; tail -n 25 "$OUT/$name.txt"; }
 
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null
-[ -z "$EXTRA" ] && step benchmark 45 python3 -m pmfm.benchmark --methods fused --batch 1500 --steps 200 \
+[ -z "$EXTRA$SKIP_BENCH" ] && step benchmark 45 python3 -m pmfm.benchmark --methods fused --batch 1500 --steps 200 \
   --cost-batch 0 --results-file benchmarks/results.csv
 # shellcheck disable=SC2086
 step fit_simulator 130 python3 -m pmfm.fit experiment=fit_accept_simulator_gpu \
   hydra.run.dir="$RUNS/accept_simulator_gpu" root="$ROOT" $EXTRA $SIM_EXTRA
 # shellcheck disable=SC2086
-step fit_surrogate 240 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu \
+step fit_surrogate 130 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu \
   hydra.run.dir="$RUNS/accept_surrogate_gpu" root="$ROOT" compare_to="$RUNS/accept_simulator_gpu" $EXTRA $SUR_EXTRA
-[ -z "$EXTRA" ] && step ceiling 45 python3 experiments/surrogate_ceiling.py --dataset "$ROOT/hcp_cmaes_gpu" \
+# shellcheck disable=SC2086
+step fit_surrogate_top200 120 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu search.simulate_top=200 \
+  hydra.run.dir="$RUNS/accept_surrogate_top200_gpu" root="$ROOT" compare_to="$RUNS/accept_simulator_gpu" \
+  $EXTRA $SUR_EXTRA
+[ -z "$EXTRA" ] && step ceiling 60 python3 experiments/surrogate_ceiling.py --dataset "$ROOT/hcp_cmaes_gpu" \
   --resimulate-all "$OUT/hcp_cmaes_gpu_fresh.npz" --device auto
-[ -z "$EXTRA" ] && step acceptance 40 python3 experiments/fit_acceptance.py --device auto \
-  --simulator "$RUNS/accept_simulator_gpu" --surrogate "$RUNS/accept_surrogate_gpu" \
+[ -z "$EXTRA" ] && step acceptance 60 python3 experiments/fit_acceptance.py --device auto --method auto \
+  --simulator "$RUNS/accept_simulator_gpu" --surrogate "$RUNS"/accept_surrogate*_gpu \
   --out "$OUT/fit_acceptance_gpu.json"
 cp benchmarks/results.csv "$OUT/results.csv" 2>/dev/null
 tar czf "$OUT/runs.tar.gz" --exclude='*.ckpt.tmp' "$RUNS"/accept_*_gpu "$ROOT/hcp_cmaes_gpu" 2>/dev/null

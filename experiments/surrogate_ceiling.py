@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
 def resimulate_all(dataset: str, out: str, space, data, device: str, seed: int) -> dict:
     """Every row of ``dataset`` simulated again at R = 3 with fresh noise: ``out`` holds total (N,)."""
     rows = load_dataset(dataset)
-    auto = {"name": "auto", "method": "auto", "precision": "tf32", "protocol": {}}  # fused on CUDA
+    auto = {"name": "auto", "method": "auto", "dtype": "float32", "precision": "tf32", "protocol": {}}
     sim = Simulator.from_config(auto, device)
     theta = torch.as_tensor(rows["theta"])
     again = evaluate_params(theta, space, data, sim, repeats=3, seed=seed).costs.total.numpy()

@@ -3,6 +3,7 @@
     python -m pmfm.fit                                   # surrogate strategy, bundled HCP data, CPU
     python -m pmfm.fit strategy=simulator                # the baseline: simulator in the CMA-ES loop
     python -m pmfm.fit search=adam strategy.ckpt=outputs/train/<run>/checkpoints/last.ckpt
+    python -m pmfm.fit search=prescreen                  # CMA-ES simulating only the surrogate's picks
     python -m pmfm.fit data=folder data.path=/data/grp test.path=/data/grp_test
     python -m pmfm.fit experiment=fit_kong2021 strategy=simulator   # paper scale (GPU)
     python -m pmfm.fit hydra.run.dir=outputs/fit/<run>   # resume a killed fit where it stopped
@@ -33,6 +34,7 @@ from pmfm.fitting.surrogate import prepare_surrogate, search_starts
 from pmfm.params import ParamError
 from pmfm.search.cmaes import CMAESSettings
 from pmfm.search.runner import SearchSettings
+from pmfm.search.surrogate import SurrogateObjective, SurrogateScore
 from pmfm.sim.simulator import Simulator
 from pmfm.simulate import load_data
 
@@ -63,6 +65,17 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
         candidates = stages.simulator_search(
             state, space, train_data, simulator, variant,
             n_starts=strategy.n_starts, repeats=strategy.repeats, settings=settings, seed=seed,
+        )  # fmt: skip
+    elif strategy.name == "surrogate" and cfg.search.name == "prescreen":
+        model = prepare_surrogate(cfg, out_dir, state)
+        screen = {str(k): v for k, v in cfg.search.items()}
+        simulate_top, penalty = screen.pop("simulate_top"), screen.pop("validity_penalty")
+        del screen["name"]
+        candidates = stages.simulator_search(
+            state, space, train_data, simulator, variant,
+            n_starts=strategy.n_starts, repeats=strategy.repeats, settings=CMAESSettings(**screen), seed=seed,
+            prescreen=SurrogateObjective(space, SurrogateScore(model, validity_penalty=penalty)),
+            simulate_top=simulate_top,
         )  # fmt: skip
     elif strategy.name == "surrogate":
         model = prepare_surrogate(cfg, out_dir, state)

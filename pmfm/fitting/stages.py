@@ -47,14 +47,18 @@ def _costs3(costs: Costs) -> np.ndarray:
 
 
 def simulator_search(
-    state: RunState, space, data, simulator, variant, *, n_starts, repeats, settings, seed
-) -> Candidates:
+    state: RunState, space, data, simulator, variant, *, n_starts, repeats, settings, seed,
+    prescreen=None, simulate_top: int = 0,
+) -> Candidates:  # fmt: skip
     """Kong2021's CMA-ES with the simulator in the loop, all starts batched; resumes per generation.
 
-    The kept candidates are every start's best of every generation (SPEC section 7, item 1).
+    The kept candidates are every start's best of every generation (SPEC section 7, item 1). With
+    ``prescreen`` (a surrogate :class:`~pmfm.search.objective.Objective`) only each start's
+    ``simulate_top`` best-scored sets of a generation are simulated (:mod:`pmfm.search.prescreen`).
     """
     from pmfm.search.cmaes import MultiStartCMAES
     from pmfm.search.objective import SimulatorObjective
+    from pmfm.search.prescreen import PrescreenedObjective
 
     if state.has("search"):
         budget = state.load("search_progress")["cmaes"]["settings"]["max_generations"]
@@ -64,11 +68,17 @@ def simulator_search(
                 f"on resume only while the search is running (got {settings.max_generations})"
             )
         return Candidates(**state.load("search"))
-    objective = SimulatorObjective(
+    simulate = SimulatorObjective(
         space, data, simulator, repeats=repeats, seed=seed, variant=variant, common_noise=True
     )
+    screened = None
+    if prescreen is not None:
+        screened = PrescreenedObjective(
+            simulate, prescreen, group_size=settings.popsize, simulate_top=simulate_top
+        )
+    objective = simulate if screened is None else screened
     searcher = MultiStartCMAES(objective, start_points(space, seed, range(n_starts)), settings, seed=seed)
-    progress = {"wall_s": 0.0, "simulations": 0}
+    progress = {"wall_s": 0.0, "simulations": 0, "evaluations": 0}
     if state.has("search_progress"):
         saved = state.load("search_progress")
         searcher.load_state_dict(saved["cmaes"])
@@ -76,15 +86,22 @@ def simulator_search(
         log.info("resuming the search after generation %d", searcher.generation)
     while not searcher.done:
         tic = time.perf_counter()
+        before = 0 if screened is None else screened.simulated_sets
         result = searcher.step()
         progress["wall_s"] += time.perf_counter() - tic
-        progress["simulations"] += result.batch_size * repeats
+        if screened is None:
+            simulated = result.batch_size
+        else:  # this generation's sets: the surrogate scored them all, the simulator ran its choice
+            simulated = screened.simulated_sets - before
+            progress["evaluations"] = progress.get("evaluations", 0) + result.batch_size
+        progress["simulations"] += simulated * repeats
         best = min((s.total[s.best].item() for s in result.starts if s.best >= 0), default=float("nan"))
         log.info(
-            "generation %d: %d sets simulated x R=%d, best training total %.4f",
+            "generation %d: %d sets simulated x R=%d%s, best training total %.4f",
             result.generation,
-            result.batch_size,
+            simulated,
             repeats,
+            "" if prescreen is None else f" (of {result.batch_size} scored by the surrogate)",
             best,
         )
         state.save("search_progress", {"cmaes": searcher.state_dict(), "progress": progress})
@@ -110,7 +127,9 @@ def simulator_search(
         "search",
         wall_s=progress["wall_s"],
         simulations=int(progress["simulations"]),
-        note=f"{n_starts} starts, {searcher.generation} generations, population {settings.popsize}",
+        evaluations=int(progress.get("evaluations", 0)),
+        note=f"{n_starts} starts, {searcher.generation} generations, population {settings.popsize}"
+        + ("" if prescreen is None else f", the surrogate's best {simulate_top} per start simulated"),
     )
     return candidates
 
