@@ -4,8 +4,8 @@
 # failed step does not stop the later ones that do not need it.
 #   1. the surrogates' evaluation speed on this GPU (benchmark rows, mlp_lna included)
 #   2. the baseline fit: experiment=fit_accept_simulator_gpu (60,000 training simulations)
-#   3. the fast path: experiment=fit_accept_surrogate_gpu (mlp_lna on the shipped dataset, pre-screened
-#      CMA-ES), and the same simulating the surrogate's best 200 instead of 100 per start and generation
+#   3. the fast path: experiment=fit_accept_surrogate_gpu (mlp_lna on the shipped dataset, CMA-ES
+#      pre-screened by it; other budgets: append search.simulate_top=... search.max_generations=...)
 #   4. the noise ceiling of dataset=hcp_cmaes_gpu (python -m pmfm.generate dataset=hcp_cmaes_gpu, or
 #      carried in $ROOT): every row re-simulated with fresh noise
 #   5. issue 5's check: both chosen sets re-simulated with fresh noise (R = 20, 5 groups)
@@ -30,12 +30,8 @@ nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null
 step fit_simulator 130 python3 -m pmfm.fit experiment=fit_accept_simulator_gpu \
   hydra.run.dir="$RUNS/accept_simulator_gpu" root="$ROOT" $EXTRA $SIM_EXTRA
 # shellcheck disable=SC2086
-step fit_surrogate 130 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu \
+step fit_surrogate 150 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu \
   hydra.run.dir="$RUNS/accept_surrogate_gpu" root="$ROOT" compare_to="$RUNS/accept_simulator_gpu" $EXTRA $SUR_EXTRA
-# shellcheck disable=SC2086
-step fit_surrogate_top200 120 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu search.simulate_top=200 \
-  hydra.run.dir="$RUNS/accept_surrogate_top200_gpu" root="$ROOT" compare_to="$RUNS/accept_simulator_gpu" \
-  $EXTRA $SUR_EXTRA
 [ -z "$EXTRA" ] && step ceiling 60 python3 experiments/surrogate_ceiling.py --dataset "$ROOT/hcp_cmaes_gpu" \
   --resimulate-all "$OUT/hcp_cmaes_gpu_fresh.npz" --device auto
 [ -z "$EXTRA" ] && step acceptance 60 python3 experiments/fit_acceptance.py --device auto --method auto \

@@ -264,3 +264,58 @@ def test_surrogate_fit_generates_trains_searches_and_counts_every_simulation(fit
         np.loadtxt(tmp_path / "run" / "results.csv", delimiter=","),
         np.loadtxt(tmp_path / "reuse" / "results.csv", delimiter=","),
     )
+
+
+class _SumSurrogate:
+    """A stand-in surrogate for the pre-screened fit: predicts the sum of the normalised coefficients."""
+
+    hparams: dict = {}
+
+    def predict_normalised(self, u, grad=False):
+        return {"total": u.sum(1), "p_valid": torch.ones(len(u), dtype=u.dtype)}
+
+
+def test_prescreened_fit_simulates_only_the_surrogates_picks(fit_folders, tmp_path, monkeypatch):
+    import json
+
+    import pmfm.fit
+    from pmfm.fit import fit
+
+    monkeypatch.setattr(pmfm.fit, "prepare_surrogate", lambda cfg, out_dir, state: _SumSurrogate())
+    train_folder, _ = fit_folders
+    overrides = [o for o in fit_overrides(train_folder) if not o.startswith("strategy")] + [
+        "strategy=surrogate",
+        "strategy.n_starts=2",
+        "strategy.repeats=2",
+        "search=prescreen",
+        "search.popsize=8",
+        "search.mu=2",
+        "search.simulate_top=3",
+        "search.max_generations=2",
+    ]
+    with _conf():
+        cfg = compose("fit", overrides=overrides)
+    fit(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["search"]["simulations"] == 2 * 3 * 2 * 2  # starts x simulate_top x R x generations
+    assert summary["search"]["surrogate_evaluations"] == 2 * 8 * 2  # every sampled set scored
+    assert summary["validation"]["simulations"] == 2 * 2 * 4  # each start's best per generation, R = 4
+    results = np.loadtxt(tmp_path / "run" / "results.csv", delimiter=",", ndmin=2)
+    assert np.isfinite(results[2:5]).all()  # the chosen sets' training costs are simulated ones
+
+
+def test_gpu_acceptance_pair_states_its_budgets():
+    """Issue 5's GPU pair: the baseline runs >= 10 generations, the fast path plans fewer simulations."""
+    with _conf():
+        sim = compose("fit", overrides=["experiment=fit_accept_simulator_gpu"])
+        sur = compose("fit", overrides=["experiment=fit_accept_surrogate_gpu"])
+    s, d = sim.strategy, sur.dataset
+    assert s.name == "simulator" and s.cmaes.max_generations >= 10 and s.cmaes.popsize == 500
+    assert (sur.strategy.name, sur.search.name, d.name) == ("surrogate", "prescreen", "hcp_cmaes_r3")
+    baseline = s.n_starts * s.cmaes.popsize * s.repeats * s.cmaes.max_generations
+    dataset = d.cmaes.n_starts * d.cmaes.popsize * d.cmaes.max_generations * d.repeats
+    st, se = sur.strategy, sur.search
+    screened = st.n_starts * se.simulate_top * st.repeats * se.max_generations
+    kept = st.n_starts * se.max_generations  # validated at R = 20, as the baseline's
+    assert baseline + s.n_starts * s.cmaes.max_generations * 20 == 60_800
+    assert dataset + screened + kept * 20 == 41_040
