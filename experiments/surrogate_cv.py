@@ -30,7 +30,7 @@ from pmfm.datasets.generation import BUNDLED_DATASETS
 from pmfm.models import SurrogateModule
 from pmfm.models.metrics import spearman, surrogate_report
 from pmfm.params import ParamSpace
-from pmfm.train import input_statistics, target_fc
+from pmfm.train import data_hparams, input_statistics
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TARGETS = ("valid", "fc_cost", "ks")
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     batch = encode(rows, space, TARGETS)
     runs = rows["start"]
     geometry = {"box": space.box.tolist(), "basis": data.basis().tolist(), "sc": data.sc.tolist()}
-    extra = target_fc(model_cfg, data)
+    extra = data_hparams(model_cfg, data)
     pred = torch.full((len(runs),), float("nan"), dtype=torch.float64)
     for run in np.unique(runs):
         train = torch.from_numpy(runs != run)

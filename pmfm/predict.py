@@ -1,7 +1,9 @@
 """``python -m pmfm.predict ckpt=... params_csv=...``: score parameter sets with a trained surrogate.
 
 Writes predictions.csv to the run folder: one row per set in input order, with the surrogate's
-fc_cost, ks, total and p_valid (fc_l1 and *_std where the checkpoint has them).
+fc_cost, ks, total and p_valid (fc_l1 and *_std where the checkpoint has them). A conditioned
+surrogate (``model=transformer_cond``) scores against another group's FC and FCD with
+``condition.path=<CBIG folder> condition.split=<split>``.
 """
 
 from __future__ import annotations
@@ -15,21 +17,26 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pmfm.data import DataError, load
 from pmfm.models import SurrogateModule
 from pmfm.params import ParamError, read_params_csv
 from pmfm.sim.simulator import resolve_device
 
 
 def predict_csv(
-    ckpt: str | Path, params_csv: str | Path, out_dir: Path, device="auto"
+    ckpt: str | Path, params_csv: str | Path, out_dir: Path, device="auto", condition=None
 ) -> dict[str, np.ndarray]:
-    """Predictions for every set of ``params_csv``; also written to ``out_dir/predictions.csv``."""
+    """Predictions for every set of ``params_csv``; also written to ``out_dir/predictions.csv``.
+
+    ``condition``: a conditioning vector (:func:`pmfm.models.conditioning.empirical_condition`) for a
+    conditioned surrogate; None scores against its training data.
+    """
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
     model = SurrogateModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
     space = model.param_space()  # the circuit, basis and bounds it was trained with
     theta = read_params_csv(params_csv, space)
-    pred = {k: v.cpu().numpy() for k, v in model.predict(theta.to(model.device)).items()}
+    pred = {k: v.cpu().numpy() for k, v in model.predict(theta.to(model.device), condition).items()}
     names: list[str] = [k for k in ("fc_cost", "fc_l1", "ks", "total", "p_valid") if k in pred]
     names += sorted(k for k in pred if k.endswith("_std"))
     table = np.column_stack([pred[k] for k in names])
@@ -43,8 +50,8 @@ def predict_csv(
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        pred = predict_csv(cfg.ckpt, cfg.params_csv, out_dir, cfg.device)
-    except (ParamError, FileNotFoundError) as err:
+        pred = predict_csv(cfg.ckpt, cfg.params_csv, out_dir, cfg.device, group_condition(cfg.condition))
+    except (ParamError, FileNotFoundError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     names = list(pred)
@@ -52,6 +59,16 @@ def main(cfg: DictConfig) -> None:
     for i in range(len(pred["total"])):
         print(f"{i + 1:>4} " + " ".join(f"{pred[n][i]:10.4f}" for n in names))
     print(f"predictions: {out_dir / 'predictions.csv'}")
+
+
+def group_condition(cfg) -> torch.Tensor | None:
+    """The conditioning vector of ``condition.path`` / ``condition.split``, or None when neither is set."""
+    if cfg is None or (cfg.get("path") is None and cfg.get("split") is None):
+        return None
+    from pmfm.models.conditioning import empirical_condition
+
+    data = load(cfg.get("path"), cfg.get("split") or "train")
+    return empirical_condition(data.fc, data.fcd_cdf)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         batch_size=cfg.batch_size,
         generate=functools.partial(generate_dataset, cfg, out_dir),  # picklable (ddp_spawn)
     )
-    extra = target_fc(cfg.model, data)
+    extra = data_hparams(cfg.model, data)
     geometry = {"box": space.box.tolist(), "basis": data.basis().tolist(), "sc": data.sc.tolist()}
     network_hparams = dict(cfg.model.network_hparams) | extra
     network_hparams |= input_statistics(cfg.model, datamodule, geometry, extra)
@@ -150,7 +150,7 @@ def input_statistics(
     """Training-split mean and sd of the MLPs' input features (in-memory datasets), as hparams.
 
     ``geometry``: the network's box, basis and sc (default: the bundled data's); ``extra``: hparams
-    filled in at run time (``target_fc``).
+    filled in at run time (:func:`data_hparams`).
     """
     hparams = dict(model_cfg.network_hparams) | (extra or {})
     member = hparams.pop("member", None) if model_cfg.network == "ensemble" else model_cfg.network
@@ -185,11 +185,21 @@ def pmfm_features_only(model_cfg: DictConfig, circuit: str) -> None:
             hparams.pop(key, None)
 
 
-def target_fc(model_cfg: DictConfig, data) -> dict:
-    """``target_fc: auto`` in a model config -> the data's empirical FC (N, N) as nested lists."""
-    if model_cfg.network_hparams.get("target_fc") != "auto":
-        return {}
-    return {"target_fc": data.fc.tolist()}
+def data_hparams(model_cfg: DictConfig, data) -> dict:
+    """Network hyperparameters a model config leaves to the training data (``auto``).
+
+    ``target_fc: auto`` -> the data's empirical FC (N, N); ``condition: auto`` -> its conditioning
+    vector (:func:`pmfm.models.conditioning.empirical_condition`: FC upper triangle, FCD CDF).
+    """
+    from pmfm.models.conditioning import empirical_condition
+
+    hparams = model_cfg.network_hparams
+    out = {}
+    if hparams.get("target_fc") == "auto":
+        out["target_fc"] = data.fc.tolist()
+    if hparams.get("condition") == "auto":
+        out["condition"] = empirical_condition(data.fc, data.fcd_cdf).tolist()
+    return out
 
 
 def check_dataset_matches(folder: Path, variant: str, n_regions: int, circuit: str = "pmfm") -> None:

@@ -164,3 +164,28 @@ def test_cpu_chunks_give_the_same_numbers(name, geometry):
     whole = net(u)
     net.chunk = 3  # 4 chunks, the last one short
     torch.testing.assert_close(net(u), whole)
+
+
+def test_transformer_with_a_stored_condition_uses_it_unless_given_another(geometry):
+    from pmfm.models.conditioning import empirical_condition
+
+    data = load_bundled()
+    vector = empirical_condition(data.fc, data.fcd_cdf)  # (68*67/2 + 32,)
+    assert vector.shape == (68 * 67 // 2 + 32,)
+    assert (
+        vector[0] == pytest.approx(float(data.fc[0, 1])) and vector[-1] == 1.0
+    )  # FC edge (0, 1); CDF ends at 1
+    assert bool((vector[-32:].diff() >= 0).all())  # a CDF
+    net = build("transformer", geometry, condition=vector.tolist()).eval()
+    u = torch.rand(4, 10)
+    torch.testing.assert_close(net(u), net(u, vector))  # the stored condition is the default
+    torch.testing.assert_close(net(u), net(u, vector.expand(4, -1)))
+    other = vector.clone()
+    other[:-32] = 0.2  # another group's FC
+    assert not torch.allclose(net(u), net(u, other))
+    with pytest.raises(ValueError, match=r"cond must be \(2310,\)"):
+        net(u, vector[:10])
+    with pytest.raises(ValueError, match="cond_dim=3"):
+        build("transformer", geometry, condition=vector.tolist(), cond_dim=3)
+    with pytest.raises(ValueError, match="fcd_cdf"):
+        empirical_condition(data.fc, torch.zeros(100))

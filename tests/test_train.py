@@ -43,14 +43,14 @@ def _cfg(dataset, *overrides):
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_every_model_config_instantiates_and_predicts(dataset, model):
-    from pmfm.train import target_fc
+    from pmfm.train import data_hparams
 
     cfg = _cfg(dataset, f"model={model}")
     space = ParamSpace(load_bundled().basis())
     data = load_bundled()
     module = SurrogateModule(
         network=cfg.model.network,
-        network_hparams=dict(cfg.model.network_hparams) | target_fc(cfg.model, data),
+        network_hparams=dict(cfg.model.network_hparams) | data_hparams(cfg.model, data),
         terms=["fc_cost", "ks"],
         target_names=list(cfg.targets),
         box=space.box.tolist(),
@@ -177,3 +177,32 @@ def test_mlp_inputs_are_standardised_with_the_training_split(dataset, tmp_path):
     train(_cfg(dataset, "trainer.max_epochs=1"), tmp_path)
     model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
     np.testing.assert_allclose(model.net.input_mean.numpy(), stats["input_mean"], rtol=1e-6)
+
+
+def test_train_conditioned_transformer_serves_another_group(dataset, tmp_path):
+    from pmfm.models.conditioning import empirical_condition
+
+    train(_cfg(dataset, "model=transformer_cond", "trainer.max_epochs=1"), tmp_path)
+    model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    data = load_bundled()
+    own = empirical_condition(data.fc, data.fcd_cdf)
+    torch.testing.assert_close(model.net.condition, own)  # resolved from condition: auto
+    theta = ParamSpace(data.basis()).random_start(4, np.random.default_rng(3))
+    pred = model.predict(theta)["total"]
+    torch.testing.assert_close(model.predict(theta, condition=own)["total"], pred)
+    weaker = own.clone()
+    weaker[:-32] *= 0.3  # a subject with a third of the FC: another condition, other predictions
+    assert (model.predict(theta, condition=weaker)["total"] - pred).abs().max() > 1e-6
+    from omegaconf import OmegaConf
+
+    from pmfm.predict import group_condition
+
+    np.savetxt(tmp_path / "sets.csv", theta.numpy(), delimiter=",")  # pmfm.predict condition.split=vali
+    vali = group_condition(OmegaConf.create({"path": None, "split": "vali"}))
+    scored = predict_csv(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "sets.csv", tmp_path, "cpu", vali)
+    expected = model.predict(theta, condition=vali)["total"].numpy()
+    np.testing.assert_allclose(scored["total"], expected, rtol=1e-5)
+    assert group_condition(OmegaConf.create({"path": None, "split": None})) is None
+    plain = SurrogateModule(network="mlp", network_hparams={"hidden": 8, "depth": 1}, box=model.hparams.box)
+    with pytest.raises(ValueError, match="not conditioned"):
+        plain.predict(theta, condition=own)

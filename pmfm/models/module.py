@@ -136,22 +136,39 @@ class SurrogateModule(L.LightningModule):
         """fc_cost + ks (+ fc_l1 with use_l1_in_total), elementwise."""
         return torch.stack([terms[t] for t in self.total_terms]).sum(0)
 
-    def forward(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def conditioned(self) -> bool:
+        """Whether the network reads a subject's or group's condition (``model=transformer_cond``)."""
+        hp = self.hparams["network_hparams"]
+        return hp.get("condition") is not None or hp.get("cond_dim", 0) > 0
+
+    def forward(self, u: torch.Tensor, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Normalised parameters (B, P) -> dict of (B,) predictions.
 
         Keys: each term, "total", "p_valid", "valid_logit"; for an ensemble the mean over members
         (the total summed per member first) and "<key>_std", the members' spread (population std),
-        for each term, the total and p_valid.
+        for each term, the total and p_valid. ``condition`` ((C,) or (B, C)): the subject or group
+        to score against, for a conditioned network (``model=transformer_cond``); None: the one
+        it was trained on.
         """
-        out = self.heads(self.net(u))
+        if condition is None:
+            z = self.net(u)
+        elif self.conditioned:
+            z = self.net(u, torch.as_tensor(condition, device=u.device))
+        else:
+            raise ValueError(
+                f"condition given, but this {self.hparams['network']} surrogate is not conditioned "
+                "(train one with model=transformer_cond)"
+            )
+        out = self.heads(z)
         return self._ensemble_summary(out) if self.is_ensemble else out
 
-    def predict_normalised(self, u, grad: bool = False) -> dict[str, torch.Tensor]:
+    def predict_normalised(self, u, grad: bool = False, condition=None) -> dict[str, torch.Tensor]:
         """Predictions (eval mode) for normalised parameters (B, P) on any device.
 
         Returns each term, "total", "p_valid" (and "<key>_std" for ensembles), each (B,) on u's
         device. With ``grad=True`` the graph is kept, so the predictions can be differentiated with
-        respect to u (gradient-based search).
+        respect to u (gradient-based search). ``condition``: as in :meth:`forward`.
         """
         u = torch.as_tensor(u)
         device = u.device
@@ -160,14 +177,19 @@ class SurrogateModule(L.LightningModule):
         self.eval()
         try:
             with torch.set_grad_enabled(grad):
-                out = self(u.to(device=self.device, dtype=dtype))
+                out = self(u.to(device=self.device, dtype=dtype), condition)
         finally:
             self.train(was_training)
         return {k: v.to(device) for k, v in out.items() if k != "valid_logit"}
 
     @torch.no_grad()
-    def predict(self, params) -> dict[str, torch.Tensor]:
-        """Predictions for RAW parameters (B, P) (SPEC section 5 order), normalised by the stored box."""
+    def predict(self, params, condition=None) -> dict[str, torch.Tensor]:
+        """Predictions for RAW parameters (B, P) (SPEC section 5 order), normalised by the stored box.
+
+        ``condition``: for a conditioned surrogate (``model=transformer_cond``), the subject or group
+        to score against, :func:`pmfm.models.conditioning.empirical_condition` of its data, (C,) or
+        (B, C); None scores against the training data.
+        """
         theta = torch.as_tensor(params)
         theta = theta[None] if theta.ndim == 1 else theta
         if theta.ndim != 2 or theta.shape[1] != len(self.box):
@@ -176,7 +198,7 @@ class SurrogateModule(L.LightningModule):
             )
         box = self.box.to(theta.device)
         u = (theta.to(torch.float64) - box[:, 0]) / (box[:, 1] - box[:, 0])  # as ParamSpace.normalise
-        return self.predict_normalised(u)
+        return self.predict_normalised(u, condition=condition)
 
     # -- loss -----------------------------------------------------------------------------------
     def valid_target(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

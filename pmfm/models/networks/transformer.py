@@ -4,9 +4,11 @@ One token per region holds (w_i, I_i, sigma_i), normalised by the pMFM bounds, a
 (``C = coupling(sc, sc_transform)``, G scaled by 1/10), so G enters through the coupling row. The
 3 + N features are embedded linearly to ``width``; a learned region embedding marks position and a
 learned class token is prepended. A pre-norm ``nn.TransformerEncoder`` mixes the N + 1 tokens and the
-head reads the class token. With ``cond_dim > 0`` a conditioning vector (e.g. the empirical FC upper
-triangle and FCD CDF of a subject or group) is embedded by a small MLP and concatenated with the class
-token before the head, so one network can serve several groups.
+head reads the class token. With ``condition`` (a vector, e.g. :func:`pmfm.models.conditioning.
+empirical_condition` of the training data: FC upper triangle and FCD CDF), or ``cond_dim > 0``, a
+conditioning vector is embedded by a small MLP and concatenated with the class token before the
+head, so one network can serve several subjects or groups: ``forward(u, cond)`` scores against
+``cond`` (B, cond_dim), and without it against the stored ``condition``.
 """
 
 from __future__ import annotations
@@ -35,12 +37,20 @@ class Transformer(Surrogate):
         dropout: float = 0.0,
         ff_mult: int = 4,
         cond_dim: int = 0,
+        condition=None,
         sc_transform: str = "log1p",
         chunk: int = 128,
     ):
         super().__init__(box, basis, sc)
         n = self.n_regions
+        if condition is not None:
+            condition = torch.as_tensor(condition, dtype=torch.float32).flatten()  # (cond_dim,)
+            if cond_dim not in (0, len(condition)):
+                raise ValueError(f"cond_dim={cond_dim} but the condition holds {len(condition)} values")
+            cond_dim = len(condition)
         self.cond_dim = cond_dim
+        self.condition: torch.Tensor | None
+        self.register_buffer("condition", condition)  # (cond_dim,) the default condition, or None
         self.chunk = chunk  # CPU batch chunk (see regional.in_chunks); 0 for one call
         self.register_buffer("coupling_matrix", coupling(self.sc, sc_transform))  # (N, N)
         self.embed_local = nn.Linear(3, width)  # (w_i, I_i, sigma_i) -> width
@@ -69,13 +79,22 @@ class Transformer(Surrogate):
         return torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N + 1, width)
 
     def forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if cond is None and self.condition is not None:
+            cond = self.condition
+        if cond is not None and cond.ndim == 1:
+            cond = cond.expand(u.shape[0], -1)  # one condition for every row
         if self.cond is not None and cond is None:
             raise ValueError(f"this transformer is conditioned: pass cond (B, {self.cond_dim})")
         if self.cond is None and cond is not None:
             raise ValueError("cond given but this transformer was built with cond_dim=0")
+        if cond is not None and cond.shape != (u.shape[0], self.cond_dim):
+            raise ValueError(
+                f"cond must be ({self.cond_dim},) or (B, {self.cond_dim}) with B = {u.shape[0]}, "
+                f"got {tuple(cond.shape)}"
+            )
         if cond is None:
             return in_chunks(self._forward, self.chunk, u)
-        return in_chunks(self._forward, self.chunk, u, cond)
+        return in_chunks(self._forward, self.chunk, u, cond.to(device=u.device, dtype=self.box.dtype))
 
     def _forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         h = self.encoder(self.tokens(u))[:, 0]  # (B, width), the class token
