@@ -73,6 +73,11 @@ def simulator_search(
     )
     screened = None
     if prescreen is not None:
+        if not settings.mu <= simulate_top <= settings.popsize:
+            raise ValueError(
+                f"search.simulate_top={simulate_top}: expected mu ({settings.mu}) <= simulate_top <= "
+                f"popsize ({settings.popsize}), so that every parent is a simulated set"
+            )
         screened = PrescreenedObjective(
             simulate, prescreen, group_size=settings.popsize, simulate_top=simulate_top
         )
