@@ -295,6 +295,9 @@ def test_prescreened_fit_simulates_only_the_surrogates_picks(fit_folders, tmp_pa
     ]
     with _conf():
         cfg = compose("fit", overrides=overrides)
+        too_few = compose("fit", overrides=[*overrides, "search.simulate_top=1"])  # below mu = 2
+    with pytest.raises(ValueError, match="simulate_top=1"):
+        fit(too_few, tmp_path / "too_few")
     fit(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["search"]["simulations"] == 2 * 3 * 2 * 2  # starts x simulate_top x R x generations
