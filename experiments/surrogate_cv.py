@@ -14,6 +14,7 @@ with the mean over runs of both.
     python experiments/surrogate_cv.py --model mlp_lna
     python experiments/surrogate_cv.py --model mlp --epochs 60
     python experiments/surrogate_cv.py --model mlp_lna --fresh fresh.npz --predictions cv_pred.npz
+    python experiments/surrogate_cv.py --rank-weight 1 --out rank.json   # plus a pairwise ranking loss
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
@@ -61,6 +63,28 @@ class _Rows(L.LightningDataModule):
         return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True)
 
 
+class _RankedSurrogate(SurrogateModule):
+    """SurrogateModule plus a pairwise ranking loss on the total (RankNet): for every pair of valid rows
+    in a batch, softplus(-sign(t_i - t_j) (p_i - p_j) / temperature), averaged, times ``rank_weight``."""
+
+    rank_weight, rank_temperature = 0.0, 0.02
+
+    def losses(self, z, batch):
+        out = super().losses(z, batch)
+        if self.rank_weight == 0:
+            return out
+        valid = self.valid_target(batch)
+        target = batch["y"][:, self.term_columns].to(z.dtype)  # (B, T)
+        valid = valid & torch.isfinite(target).all(1)
+        pred = self.heads(z)["total"][..., valid]  # (..., V)
+        true = target[valid].sum(1)  # (V,)
+        order = torch.sign(true[:, None] - true[None, :])  # (V, V)
+        rank = F.softplus(-order * (pred[..., :, None] - pred[..., None, :]) / self.rank_temperature)
+        rank = (rank * order.abs()).sum((-2, -1)) / order.abs().sum().clamp(min=1)
+        out["loss"] = out["loss"] + self.rank_weight * rank.sum()
+        return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="mlp_lna", help="a conf/model config")
@@ -71,6 +95,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="JSON (experiments/results/surrogate_cv_<model>.json)")
     p.add_argument("--fresh", default=None, help="the dataset re-simulated (.npz with total (N,))")
     p.add_argument("--predictions", default=None, help=".npz of held-out predictions: reused if present")
+    p.add_argument("--rank-weight", type=float, default=0.0, help="weight of a pairwise ranking loss")
+    p.add_argument("--rank-temperature", type=float, default=0.02, help="its scale of total differences")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -93,11 +119,12 @@ def main(argv=None) -> dict:
         loader = _Rows(rows_train, a.batch_size)
         hparams = dict(model_cfg.network_hparams) | extra
         hparams |= input_statistics(model_cfg, loader, geometry, extra)
-        module = SurrogateModule(
+        module = _RankedSurrogate(
             network=model_cfg.network, network_hparams=hparams, terms=["fc_cost", "ks"],
             target_names=list(TARGETS), lr=model_cfg.lr, weight_decay=model_cfg.weight_decay,
             max_epochs_hint=a.epochs, **geometry,
         )  # fmt: skip
+        module.rank_weight, module.rank_temperature = a.rank_weight, a.rank_temperature
         trainer = L.Trainer(
             max_epochs=a.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=0, accelerator="cpu", deterministic=True,
