@@ -110,8 +110,12 @@ def main(argv=None) -> dict:
     geometry = {"box": space.box.tolist(), "basis": data.basis().tolist(), "sc": data.sc.tolist()}
     extra = data_hparams(model_cfg, data)
     pred = torch.full((len(runs),), float("nan"), dtype=torch.float64)
+    settings = f"model={a.model} epochs={a.epochs} seed={a.seed} rank={a.rank_weight},{a.rank_temperature}"
     if a.predictions and Path(a.predictions).is_file():
-        pred = torch.from_numpy(np.load(a.predictions)["total"])
+        saved = np.load(a.predictions)
+        if str(saved["settings"]) != settings:
+            raise SystemExit(f"{a.predictions} holds predictions of {saved['settings']}, not {settings}")
+        pred = torch.from_numpy(saved["total"])
     for run in np.unique(runs) if pred.isnan().all() else []:
         train = torch.from_numpy(runs != run)
         L.seed_everything(a.seed, workers=True)
@@ -135,7 +139,7 @@ def main(argv=None) -> dict:
         within = spearman(pred[held], torch.from_numpy(rows["total"][held.numpy()]))
         print(f"run {run}: {int(held.sum())} samples, Spearman {within:.3f}")
     if a.predictions:
-        np.savez(a.predictions, total=pred.numpy())
+        np.savez(a.predictions, total=pred.numpy(), settings=settings)
     true = {"fc_cost": batch["y"][:, 1], "ks": batch["y"][:, 2]}
     true["total"] = true["fc_cost"] + true["ks"]
     report = surrogate_report({"total": pred}, true, batch["valid"])
@@ -145,7 +149,8 @@ def main(argv=None) -> dict:
     }
     result = {
         "model": a.model, "dataset": str(a.dataset), "samples": len(runs), "runs": len(per_run),
-        "epochs": a.epochs, "pooled": report, "spearman_within_run": per_run,
+        "epochs": a.epochs, "rank_weight": a.rank_weight, "rank_temperature": a.rank_temperature,
+        "pooled": report, "spearman_within_run": per_run,
         "spearman_within_run_mean": float(np.mean(list(per_run.values()))),
     }  # fmt: skip
     if a.fresh:
