@@ -6,8 +6,8 @@
 #   2. the baseline fit: experiment=fit_accept_simulator_gpu (60,000 training simulations)
 #   3. the fast path: experiment=fit_accept_surrogate_gpu (mlp_lna on the shipped dataset, CMA-ES
 #      pre-screened by it; other budgets: append search.simulate_top=... search.max_generations=...)
-#   4. the noise ceiling of dataset=hcp_cmaes_gpu (python -m pmfm.generate dataset=hcp_cmaes_gpu, or
-#      carried in $ROOT): every row re-simulated with fresh noise
+#   4. the noise ceiling of dataset=hcp_cmaes_gpu (generated here unless carried in $ROOT, 19 s on an
+#      H100): every row re-simulated with fresh noise
 #   5. issue 5's check: both chosen sets re-simulated with fresh noise (R = 20, 5 groups)
 # Usage: OUT=<logs> SITE=<carried packages> bash experiments/gpu_acceptance.sh
 #   EXTRA, SIM_EXTRA, SUR_EXTRA (overrides for both fits, the baseline, the fast path) and ROOT
@@ -32,6 +32,8 @@ step fit_simulator 130 python3 -m pmfm.fit experiment=fit_accept_simulator_gpu \
 # shellcheck disable=SC2086
 step fit_surrogate 150 python3 -m pmfm.fit experiment=fit_accept_surrogate_gpu \
   hydra.run.dir="$RUNS/accept_surrogate_gpu" root="$ROOT" compare_to="$RUNS/accept_simulator_gpu" $EXTRA $SUR_EXTRA
+[ -z "$EXTRA" ] && [ ! -d "$ROOT/hcp_cmaes_gpu" ] && step generate 60 python3 -m pmfm.generate \
+  dataset=hcp_cmaes_gpu root="$ROOT"
 [ -z "$EXTRA" ] && step ceiling 60 python3 experiments/surrogate_ceiling.py --dataset "$ROOT/hcp_cmaes_gpu" \
   --resimulate-all "$OUT/hcp_cmaes_gpu_fresh.npz" --device auto
 [ -z "$EXTRA" ] && step acceptance 60 python3 experiments/fit_acceptance.py --device auto --method auto \

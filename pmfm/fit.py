@@ -49,7 +49,10 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     identity = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
-    if state.claim(identity, ignore=[("strategy", "cmaes", "max_generations")]):  # may change on resume
+    extendable = [("strategy", "cmaes", "max_generations")]  # a resumed simulator search may run longer
+    if cfg.search.name == "prescreen":
+        extendable.append(("search", "max_generations"))
+    if state.claim(identity, ignore=extendable):
         log.info("resuming the fit in %s", out_dir)
     simulator = Simulator.from_config(cfg.simulator, cfg.device)
     variant = cost_variant(cfg.cost.name, simulator.circuit)
@@ -70,10 +73,11 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
         model = prepare_surrogate(cfg, out_dir, state)
         screen = {str(k): v for k, v in cfg.search.items()}
         simulate_top, penalty = screen.pop("simulate_top"), screen.pop("validity_penalty")
+        n_starts = screen.pop("n_starts")
         del screen["name"]
         candidates = stages.simulator_search(
             state, space, train_data, simulator, variant,
-            n_starts=strategy.n_starts, repeats=strategy.repeats, settings=CMAESSettings(**screen), seed=seed,
+            n_starts=n_starts, repeats=strategy.repeats, settings=CMAESSettings(**screen), seed=seed,
             prescreen=SurrogateObjective(space, SurrogateScore(model, validity_penalty=penalty)),
             simulate_top=simulate_top,
         )  # fmt: skip

@@ -285,9 +285,9 @@ def test_prescreened_fit_simulates_only_the_surrogates_picks(fit_folders, tmp_pa
     train_folder, _ = fit_folders
     overrides = [o for o in fit_overrides(train_folder) if not o.startswith("strategy")] + [
         "strategy=surrogate",
-        "strategy.n_starts=2",
         "strategy.repeats=2",
         "search=prescreen",
+        "search.n_starts=2",
         "search.popsize=8",
         "search.mu=2",
         "search.simulate_top=3",
@@ -318,7 +318,9 @@ def test_gpu_acceptance_pair_states_its_budgets():
     baseline = s.n_starts * s.cmaes.popsize * s.repeats * s.cmaes.max_generations
     dataset = d.cmaes.n_starts * d.cmaes.popsize * d.cmaes.max_generations * d.repeats
     st, se = sur.strategy, sur.search
-    screened = st.n_starts * se.simulate_top * st.repeats * se.max_generations
-    kept = st.n_starts * se.max_generations  # validated at R = 20, as the baseline's
-    assert baseline + s.n_starts * s.cmaes.max_generations * 20 == 60_800
-    assert dataset + screened + kept * 20 == 41_040
+    screened = se.n_starts * se.simulate_top * st.repeats * se.max_generations
+    kept = se.n_starts * se.max_generations  # each start's best per generation, validated as the baseline's
+    r = sim.validation.repeats
+    assert (r, sur.validation.repeats, st.repeats, s.repeats) == (20, 20, 3, 3)
+    assert baseline + s.n_starts * s.cmaes.max_generations * r == 60_800
+    assert dataset + screened + kept * r == 41_040
