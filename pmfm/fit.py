@@ -49,7 +49,8 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     identity = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
-    extendable = [("strategy", "cmaes", "max_generations")]  # a resumed simulator search may run longer
+    # a resumed simulator-in-the-loop search may run for more generations
+    extendable: list[tuple[str, ...]] = [("strategy", "cmaes", "max_generations")]
     if cfg.search.name == "prescreen":
         extendable.append(("search", "max_generations"))
     if state.claim(identity, ignore=extendable):

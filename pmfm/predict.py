@@ -8,6 +8,7 @@ surrogate (``model=transformer_cond``) scores against another group's FC and FCD
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from pmfm.data import DataError, load
 from pmfm.models import SurrogateModule
 from pmfm.params import ParamError, read_params_csv
 from pmfm.sim.simulator import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 def predict_csv(
@@ -36,6 +39,12 @@ def predict_csv(
     model = SurrogateModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
     space = model.param_space()  # the circuit, basis and bounds it was trained with
     theta = read_params_csv(params_csv, space)
+    if condition is not None:
+        log.warning(
+            "%s: scoring against another group's FC/FCD; a conditioned surrogate trained on one group's "
+            "dataset (all pmfm datasets so far) has not learned how the condition moves the costs",
+            ckpt,
+        )
     pred = {k: v.cpu().numpy() for k, v in model.predict(theta.to(model.device), condition).items()}
     names: list[str] = [k for k in ("fc_cost", "fc_l1", "ks", "total", "p_valid") if k in pred]
     names += sorted(k for k in pred if k.endswith("_std"))
