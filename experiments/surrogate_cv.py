@@ -110,11 +110,13 @@ def main(argv=None) -> dict:
     geometry = {"box": space.box.tolist(), "basis": data.basis().tolist(), "sc": data.sc.tolist()}
     extra = data_hparams(model_cfg, data)
     pred = torch.full((len(runs),), float("nan"), dtype=torch.float64)
-    settings = f"model={a.model} epochs={a.epochs} seed={a.seed} rank={a.rank_weight},{a.rank_temperature}"
+    settings = f"{Path(a.dataset).name} model={a.model} epochs={a.epochs} seed={a.seed} "
+    settings += f"rank={a.rank_weight},{a.rank_temperature}"
     if a.predictions and Path(a.predictions).is_file():
         saved = np.load(a.predictions)
-        if str(saved["settings"]) != settings:
-            raise SystemExit(f"{a.predictions} holds predictions of {saved['settings']}, not {settings}")
+        made = str(saved["settings"]) if "settings" in saved.files else "unrecorded settings"
+        if made != settings:
+            raise SystemExit(f"{a.predictions} holds predictions of {made}, not {settings}")
         pred = torch.from_numpy(saved["total"])
     for run in np.unique(runs) if pred.isnan().all() else []:
         train = torch.from_numpy(runs != run)
