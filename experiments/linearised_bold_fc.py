@@ -32,7 +32,7 @@ from pmfm.datasets.generation import BUNDLED_DATASETS
 from pmfm.models.metrics import spearman
 from pmfm.sim import linearized as lna
 from pmfm.sim.balloon import ALPHA, GAMMA_H, K1, K2, K3, KAPPA, RHO, TAU
-from pmfm.sim.dynamics import GAMMA, SC_SCALE, SIGMA_UNIT, TAU_S, J, firing_rate
+from pmfm.sim.dynamics import SC_SCALE
 
 OMEGA = torch.cat([torch.zeros(1), torch.logspace(-3, 2.5, 220, dtype=torch.float64)])  # rad/s
 CHUNK = 32  # parameter sets at once: (CHUNK, N, N) complex per frequency
@@ -73,37 +73,17 @@ def balloon_transfer(s: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
     return (response * readout[:, :, None].to(torch.complex128)).sum(-1)
 
 
-def bold_covariance(w, I, G, sigma, coupling: torch.Tensor) -> torch.Tensor:
-    """(B, N, N) BOLD covariance of the linearised model; w, I, sigma (B, N), G (B,), float64."""
-    s = lna.steady_state(w, I, G, coupling)
-    jw, jg = J * w, (J * G)[:, None]
-    x = jw * s + jg * (s @ coupling.T) + I
-    h = firing_rate(x)
-    b = (GAMMA * (1 - s) * lna.slope(x, h)).clamp_min(lna.B_FLOOR)
-    root_b = b.sqrt()
-    sym = jg[:, :, None] * coupling * root_b[:, :, None] * root_b[:, None, :]
-    sym = sym - torch.diag_embed(1 / TAU_S + GAMMA * h - b * jw)
-    lam, u = torch.linalg.eigh(sym)
-    lam = lam.clamp(max=lna.MAX_EIGENVALUE)
-    noise = u.transpose(1, 2) @ ((sigma**2 / SIGMA_UNIT / b)[:, :, None] * u)  # Q' (B, N, N)
-    to_state = (root_b[:, :, None] * u).to(torch.complex128)  # T U
-    transfer = balloon_transfer(s, OMEGA)  # (B, N, F)
+def bold_covariance(lin: lna.Linearization) -> torch.Tensor:
+    """(B, N, N) BOLD covariance of B linearised parameter sets (``pmfm.sim.linearized``, float64)."""
+    lam = lin.eigenvalues.clamp(max=lna.MAX_EIGENVALUE)  # as the Lyapunov covariance does
+    modes, noise = lin.modes.to(torch.complex128), lin.mode_noise.to(torch.complex128)
+    transfer = balloon_transfer(lin.s, OMEGA)  # (B, N, F)
     resolvent = 1 / (1j * OMEGA[None, :, None] - lam[:, None, :])  # (B, F, N)
-    cov = torch.zeros_like(sym)
+    cov = torch.zeros_like(lin.covariance)
     for k, weight in enumerate(trapezoid_weights(OMEGA)):
-        gain = transfer[:, :, k, None] * to_state * resolvent[:, k, None, :]  # (B, N, N)
-        cov += weight * (gain @ noise.to(torch.complex128) @ gain.conj().transpose(1, 2)).real
+        gain = transfer[:, :, k, None] * modes * resolvent[:, k, None, :]  # (B, N, N)
+        cov += weight * (gain @ noise @ gain.conj().transpose(1, 2)).real
     return cov / math.pi
-
-
-def pattern_match(cov: torch.Tensor, target_fc: torch.Tensor) -> torch.Tensor:
-    """(B,) Pearson of the Fisher-z upper triangles of correlation(cov) and the target FC."""
-    n = cov.shape[1]
-    rows, cols = torch.triu_indices(n, n, 1)
-    z = torch.atanh(lna.correlation(cov)[:, rows, cols].clamp(-0.9999, 0.9999))
-    target = torch.atanh(target_fc[rows, cols].clamp(-0.9999, 0.9999))
-    z, target = z - z.mean(1, keepdim=True), target - target.mean()
-    return (z @ target) / (z.norm(dim=1) * target.norm())
 
 
 def main() -> dict:
@@ -118,15 +98,14 @@ def main() -> dict:
     coupling = sc / sc.max() * SC_SCALE
     target_fc = torch.as_tensor(np.array(data.fc), dtype=torch.float64)
 
-    bold_match = torch.cat(
-        [
-            pattern_match(bold_covariance(w[i], I[i], G[i], sigma[i], coupling), target_fc)
-            for i in torch.arange(len(theta)).split(CHUNK)
-        ]
-    )
-    summaries = lna.summary(lna.linearize(w, I, G, sigma, coupling), target_fc)
-    features = {"bold_fc_match": bold_match}
-    features |= {name: summaries[:, j] for j, name in enumerate(lna.SUMMARY_NAMES + lna.TARGET_NAMES)}
+    bold_match, summaries = [], []
+    for i in torch.arange(len(theta)).split(CHUNK):
+        lin = lna.linearize(w[i], I[i], G[i], sigma[i], coupling)
+        bold_match.append(lna.pattern_match(lna.fisher_edges(bold_covariance(lin)), target_fc))
+        summaries.append(lna.summary(lin, target_fc))
+    features = {"bold_fc_match": torch.cat(bold_match)}
+    names = lna.SUMMARY_NAMES + lna.TARGET_NAMES
+    features |= {name: column for name, column in zip(names, torch.cat(summaries).T, strict=True)}
 
     fc_cost, total = torch.as_tensor(rows["fc_cost"]), torch.as_tensor(rows["total"])
     ok = torch.isfinite(total)

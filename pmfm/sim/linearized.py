@@ -44,6 +44,8 @@ class Linearization:
     eigenvalues: torch.Tensor  # (B, N) of the Jacobian, ascending, 1/s (unclamped: > 0 is unstable)
     covariance: torch.Tensor  # (B, N, N) stationary covariance of S (Lyapunov)
     slow_covariance: torch.Tensor  # (B, N, N) zero-frequency spectral density A^-1 Q A^-T
+    modes: torch.Tensor  # (B, N, N) T U: eigenvectors of A as columns (A = T U diag(l) U^T T^-1)
+    mode_noise: torch.Tensor  # (B, N, N) the noise Q in that eigenbasis, U^T T^-1 Q T^-1 U
 
 
 def slope(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,7 @@ def linearize(w, I, G, sigma, coupling_matrix, spectral_dtype: torch.dtype | Non
     to_state = root_b[:, :, None] * vectors  # T U
     covariance = to_state @ x_lyap @ to_state.transpose(1, 2)
     slow = to_state @ x_slow @ to_state.transpose(1, 2)
-    return Linearization(s, h, eigenvalues, covariance, slow)
+    return Linearization(s, h, eigenvalues, covariance, slow, to_state, q_eigen)
 
 
 def correlation(cov: torch.Tensor) -> torch.Tensor:
@@ -150,12 +152,7 @@ def summary(lin: Linearization, target_fc: torch.Tensor | None = None) -> torch.
     With ``target_fc`` (N, N), also how well each linearised FC pattern matches it (Pearson of the
     Fisher-z upper triangles), the quantity the FC cost measures on simulated BOLD.
     """
-    n = lin.s.shape[1]
-    rows, cols = torch.triu_indices(n, n, 1, device=lin.s.device)
-    fisher = [
-        torch.atanh(correlation(c)[:, rows, cols].clamp(-0.9999, 0.9999))
-        for c in (lin.covariance, lin.slow_covariance)
-    ]
+    fisher = [fisher_edges(c) for c in (lin.covariance, lin.slow_covariance)]
     slowest = lin.eigenvalues[:, -1]
     columns = [
         fisher[0].mean(1),
@@ -168,9 +165,21 @@ def summary(lin: Linearization, target_fc: torch.Tensor | None = None) -> torch.
         lin.rate.mean(1).clamp_min(1e-6).log(),
     ]
     if target_fc is not None:
-        target = torch.atanh(target_fc[rows, cols].clamp(-0.9999, 0.9999)).to(fisher[0].dtype)
-        target = target - target.mean()
-        for z in fisher:
-            z = z - z.mean(1, keepdim=True)
-            columns.append((z @ target) / (z.norm(dim=1) * target.norm()).clamp_min(1e-30))
+        columns += [pattern_match(z, target_fc) for z in fisher]
     return torch.stack([c.to(lin.s.dtype) for c in columns], dim=1)
+
+
+def fisher_edges(cov: torch.Tensor) -> torch.Tensor:
+    """Covariance (B, N, N) -> Fisher-z correlations of its N (N - 1) / 2 upper-triangle edges (B, E)."""
+    n = cov.shape[1]
+    rows, cols = torch.triu_indices(n, n, 1, device=cov.device)
+    return torch.atanh(correlation(cov)[:, rows, cols].clamp(-0.9999, 0.9999))
+
+
+def pattern_match(z: torch.Tensor, target_fc: torch.Tensor) -> torch.Tensor:
+    """(B,) Pearson of Fisher-z edges z (B, E) with those of the target FC (N, N)."""
+    n = target_fc.shape[0]
+    rows, cols = torch.triu_indices(n, n, 1, device=target_fc.device)
+    target = torch.atanh(target_fc[rows, cols].clamp(-0.9999, 0.9999)).to(z.dtype)
+    target, z = target - target.mean(), z - z.mean(1, keepdim=True)
+    return (z @ target) / (z.norm(dim=1) * target.norm()).clamp_min(1e-30)
