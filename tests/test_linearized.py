@@ -7,7 +7,20 @@ import torch
 from pmfm.data import load_bundled
 from pmfm.params import ParamSpace, RegionalParams
 from pmfm.sim.dynamics import SC_SCALE, A, B, J, firing_rate, neural_drift, noise_scale
-from pmfm.sim.linearized import SUMMARY_NAMES, TARGET_NAMES, correlation, jacobian, linearize, slope, summary
+from pmfm.sim.linearized import (
+    BARRIER_CAP,
+    BRANCH_NAMES,
+    BRANCH_TARGET_NAMES,
+    BRANCHES_APART,
+    SUMMARY_NAMES,
+    TARGET_NAMES,
+    bistability,
+    correlation,
+    jacobian,
+    linearize,
+    slope,
+    summary,
+)
 
 
 def test_slope_is_the_derivative_of_h_including_at_its_singularity():
@@ -126,3 +139,45 @@ def test_mlp_lna_memoises_its_features_and_differentiates_through_them():
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     with pytest.raises(ValueError, match="target_fc"):
         build_network("mlp_lna", n_outputs=2, target_fc="auto", **geometry)
+
+
+def test_bistability_finds_both_branches_and_the_exact_one_dimensional_barrier():
+    """One region (C = 0) with w = 1, I = 0.325 nA has two stable fixed points. On a line the straight
+    path is the only path, so the barrier is exact: dU = -integral f dS from a branch to the saddle."""
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+
+    one = {"w": torch.tensor([[1.0]]), "I": torch.tensor([[0.325]]), "G": torch.tensor([1.0])}
+    one = {k: v.double() for k, v in one.items()}
+    sigma, c = torch.tensor([[0.0002]], dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+    lower = linearize(one["w"], one["I"], one["G"], sigma, c)
+    upper = linearize(one["w"], one["I"], one["G"], sigma, c, upper=True)
+    assert upper.s.item() - lower.s.item() > 0.3  # two branches
+    assert lower.eigenvalues.item() < 0 and upper.eigenvalues.item() < 0  # both stable
+
+    def drift(s: float) -> float:
+        x = torch.tensor([[J * s + 0.325]], dtype=torch.float64)
+        return neural_drift(torch.tensor([[s]], dtype=torch.float64), x).item()
+
+    lo, hi = lower.s.item(), upper.s.item()
+    saddle = brentq(drift, lo + 1e-3, hi - 1e-3)
+    noise = sigma.item() ** 2 / 1e-3 / 2  # D along the line
+    exact = [np.log1p(-quad(drift, lo, saddle)[0] / noise), np.log1p(quad(drift, saddle, hi)[0] / noise)]
+    got = bistability(lower.s, upper.s, one["w"], one["I"], one["G"], sigma, c)[0]
+    assert got[0].item() == pytest.approx(hi - lo)  # branch_gap
+    assert 1 < exact[0] < BARRIER_CAP and 1 < exact[1] < BARRIER_CAP
+    np.testing.assert_allclose(got[1:].numpy(), exact, rtol=0.02)  # a 64-point sum of the integral
+
+
+def test_a_monostable_set_has_one_branch_and_capped_barriers(bundled):
+    data, reg, c = bundled
+    lower = linearize(reg.w, reg.I, reg.G, reg.sigma, c)
+    upper = linearize(reg.w, reg.I, reg.G, reg.sigma, c, upper=True)
+    drift, _ = _drift_and_jacobian(reg, c, upper.s)
+    assert drift.abs().max() < 1e-10  # the upper relaxation ends on a fixed point too
+    table = bistability(lower.s, upper.s, reg.w, reg.I, reg.G, reg.sigma, c, torch.tensor(data.fc))
+    assert table.shape == (16, len(BRANCH_NAMES) + len(BRANCH_TARGET_NAMES))
+    one = (upper.s - lower.s).norm(dim=1) <= BRANCHES_APART  # random starts: some sets have one branch
+    assert 0 < one.sum() < 16
+    assert (table[one, 1:3] == BARRIER_CAP).all() and (table[one, 3] == 0).all()
+    assert (table[~one, 1:3] < BARRIER_CAP).any() and (table[~one, 3].abs() <= 1).all()

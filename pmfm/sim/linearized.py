@@ -10,6 +10,8 @@ whose stationary covariance P solves the Lyapunov equation A P + P A^T + Q = 0. 
 batched, differentiable torch; it costs milliseconds per parameter set instead of a simulation, and
 its summaries (how correlated the regions are, how slow the slowest mode is) predict the simulated
 costs well, so the surrogates take them as input features (``pmfm.models.networks.linearised``).
+Where the model is bistable, ``linearize(..., upper=True)`` linearises the high-activity branch and
+``bistability`` summarises how the two branches relate.
 
 The Jacobian has the form A = -diag(a) + diag(b) K with K = J G C symmetric and b > 0 (H is
 increasing and S < 1), so T^-1 A T with T = diag(sqrt(b)) is symmetric: one ``eigh`` gives real
@@ -24,12 +26,15 @@ import torch
 
 from pmfm.sim.dynamics import GAMMA, SIGMA_UNIT, TAU_S, A, B, D, J, firing_rate
 
-RELAX_DT = 0.02  # s, Euler step of the noise-free relaxation from S0 (stable while |eigenvalues| < 100/s;
-# S is kept in [0, 1], where the dynamics keep it, so far outside the bounds it stays finite)
+RELAX_DT = 0.02  # s, step of the noise-free relaxation from S0: Euler with the decay -S (1/tau_s + gamma H)
+# taken implicitly, so a state near S = 1 (H of hundreds of Hz) relaxes instead of oscillating;
+# S stays in [0, 1]
 RELAX_STEPS = 150  # 3 s of model time: fast modes (tau_s = 0.1 s) settle, Newton does the rest
 NEWTON_STEPS = 6
 SETTLED = 1e-10  # 1/s: |dS/dt| below which a set needs no Newton step
 S_START = 0.001  # the simulator's initial state (pmfm.sim.dynamics.S0)
+S_UPPER = 1.0  # start of the relaxation that finds the high-activity branch where one coexists
+UPPER_RELAX_STEPS = 750  # 15 s: from the top, sets near a fold creep past its ghost for seconds
 SERIES_BELOW = 1e-2  # Hz: |a x - b| below which dH/dx comes from the series of H
 B_FLOOR = 1e-6  # 1/nA: floor of gamma (1 - S) H'(x), > 0 for the symmetrisation (silent regions have ~0)
 MAX_EIGENVALUE = -1e-3  # 1/s: eigenvalues clamped below it, so an unstable point gives finite features
@@ -62,18 +67,19 @@ def slope(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, exact)
 
 
-def steady_state(w, I, G, coupling_matrix) -> torch.Tensor:
-    """Noise-free fixed point S* (B, N) reached from S0 = 0.001, the simulator's start.
+def steady_state(w, I, G, coupling_matrix, start: float = S_START, steps: int = RELAX_STEPS) -> torch.Tensor:
+    """Noise-free fixed point S* (B, N) reached from S0 = ``start`` (0.001: the simulator's start).
 
-    ``RELAX_STEPS`` Euler steps of the deterministic model follow the branch the simulation takes,
+    ``steps`` Euler steps of the deterministic model follow the branch the simulation takes,
     then damped Newton steps polish the point (a slow mode near a bifurcation settles only then).
     w, I (B, N); G (B,); coupling_matrix C (N, N).
     """
     jw, jg = J * w, (J * G)[:, None]  # (B, N), (B, 1)
-    s = torch.full_like(w, S_START)
-    for _ in range(RELAX_STEPS):
+    s = torch.full_like(w, start)
+    for _ in range(steps):
         x = jw * s + jg * (s @ coupling_matrix.T) + I
-        s = (s + RELAX_DT * (-s / TAU_S + GAMMA * (1 - s) * firing_rate(x))).clamp(0.0, 1.0)
+        rate = GAMMA * firing_rate(x)
+        s = ((s + RELAX_DT * rate) / (1 + RELAX_DT * (1 / TAU_S + rate))).clamp(0.0, 1.0)
     eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
     for _ in range(NEWTON_STEPS):
         x = jw * s + jg * (s @ coupling_matrix.T) + I
@@ -97,14 +103,19 @@ def jacobian(s, x, h, jw, jg, coupling_matrix, eye) -> torch.Tensor:
     return diagonal[:, :, None] * eye + b[:, :, None] * k
 
 
-def linearize(w, I, G, sigma, coupling_matrix, spectral_dtype: torch.dtype | None = None) -> Linearization:
+def linearize(
+    w, I, G, sigma, coupling_matrix, spectral_dtype: torch.dtype | None = None, upper: bool = False
+) -> Linearization:
     """Steady state and stationary fluctuations of B parameter sets (float64 recommended).
 
     w, I, sigma (B, N); G (B,); coupling_matrix C = 0.2 SC / max(SC) (N, N). ``spectral_dtype``: the
     eigendecomposition and covariances in this dtype (float32 halves their cost, the bulk of the
-    time; the fixed point is always found in the inputs' dtype).
+    time; the fixed point is always found in the inputs' dtype). ``upper``: at the fixed point relaxed
+    to from S = ``S_UPPER``, the high-activity branch of a bistable set, instead of from the simulator's
+    start.
     """
-    s = steady_state(w, I, G, coupling_matrix)
+    start, steps = (S_UPPER, UPPER_RELAX_STEPS) if upper else (S_START, RELAX_STEPS)
+    s = steady_state(w, I, G, coupling_matrix, start, steps)
     jw, jg = J * w, (J * G)[:, None]
     x = jw * s + jg * (s @ coupling_matrix.T) + I
     h = firing_rate(x)
@@ -183,3 +194,53 @@ def pattern_match(z: torch.Tensor, target_fc: torch.Tensor) -> torch.Tensor:
     target = torch.atanh(target_fc[rows, cols].clamp(-0.9999, 0.9999)).to(z.dtype)
     target, z = target - target.mean(), z - z.mean(1, keepdim=True)
     return (z @ target) / (z.norm(dim=1) * target.norm()).clamp_min(1e-30)
+
+
+BRANCH_NAMES = (
+    "branch_gap",  # mean |S_upper - S_lower| over regions: > 0 where a high-activity branch coexists
+    "barrier_lower",  # log(1 + dU / D) noise must climb to leave the lower branch (BARRIER_CAP: never)
+    "barrier_upper",  # the same from the upper branch
+)
+BRANCH_TARGET_NAMES = (
+    "switch_match",
+)  # Pearson of the edges d_i d_j (d = S_upper - S_lower) with the target's
+BARRIER_POINTS = 64  # points along the line from one branch to the other
+BARRIER_CAP = 10.0  # log(1 + dU / D) of a monostable set, and the most any set gets
+BRANCHES_APART = 1e-6  # |S_upper - S_lower| above which a set counts as bistable
+
+
+def bistability(
+    lower: torch.Tensor, upper: torch.Tensor, w, I, G, sigma, coupling_matrix, target_fc=None
+) -> torch.Tensor:
+    """Summaries (B, K) of the two branches S_lower, S_upper (B, N), in the order of ``BRANCH_NAMES``
+    (+ ``BRANCH_TARGET_NAMES`` with ``target_fc``).
+
+    Most of the best-fitting sets are bistable: noise carries the simulation from the branch it starts
+    on to the upper one (and sometimes back), and its FC is the upper branch's or the switch's, which
+    the lower branch's linearisation cannot see. How easily noise switches: along the straight line
+    S(a) = S_lower + a d, the drift projected on d, g(a) = f(S(a)) . d / |d|, is 0 at both ends; the
+    "potential" climbed from a branch to where g first changes sign is dU = -integral g |d| da, and
+    D = sum d_i^2 q_i / (2 |d|^2) is the noise intensity along d.
+    """
+    d = upper - lower  # (B, N)
+    norm = d.norm(dim=1)  # (B,)
+    bistable = norm > BRANCHES_APART
+    a = torch.linspace(0, 1, BARRIER_POINTS, dtype=d.dtype, device=d.device)  # (M,)
+    s = lower[:, None, :] + a[None, :, None] * d[:, None, :]  # (B, M, N)
+    x = J * w[:, None, :] * s + (J * G)[:, None, None] * (s @ coupling_matrix.T) + I[:, None, :]
+    f = -s / TAU_S + GAMMA * (1 - s) * firing_rate(x)  # (B, M, N) drift, 1/s
+    g = (f * d[:, None, :]).sum(2) / norm.clamp_min(1e-12)[:, None]  # (B, M)
+    step = norm[:, None] / (BARRIER_POINTS - 1)
+    noise = (d**2 * sigma**2 / SIGMA_UNIT).sum(1) / (2 * norm.clamp_min(1e-12) ** 2)  # (B,)
+    columns = [d.abs().mean(1)]
+    for side in (g, -g.flip(1)):  # from the lower branch (uphill while g < 0), then from the upper
+        downhill = torch.cat([torch.ones_like(side[:, :1]), side[:, 1:] <= 0], dim=1)  # g(0) ~ 0 either sign
+        climbing = torch.cumprod(downhill.to(side.dtype), dim=1)  # 1 until the drift first turns
+        du = (-side * climbing * step).sum(1).clamp_min(0)
+        barrier = torch.log1p(du / noise.clamp_min(1e-30)).clamp(max=BARRIER_CAP)
+        columns.append(torch.where(bistable, barrier, torch.full_like(barrier, BARRIER_CAP)))
+    if target_fc is not None:
+        rows, cols = torch.triu_indices(d.shape[1], d.shape[1], 1, device=d.device)
+        match = pattern_match(d[:, rows] * d[:, cols], target_fc)
+        columns.append(torch.where(bistable, match, torch.zeros_like(match)))
+    return torch.stack(columns, dim=1)
