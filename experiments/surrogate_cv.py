@@ -13,6 +13,7 @@ with the mean over runs of both.
 
     python experiments/surrogate_cv.py --model mlp_lna
     python experiments/surrogate_cv.py --model mlp --epochs 60
+    python experiments/surrogate_cv.py --model mlp_lna model.network_hparams.hidden=64   # a variant
     python experiments/surrogate_cv.py --model mlp_lna --fresh fresh.npz --predictions cv_pred.npz
     python experiments/surrogate_cv.py --rank-weight 1 --out rank.json   # plus a pairwise ranking loss
 """
@@ -88,8 +89,11 @@ class _RankedSurrogate(SurrogateModule):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="mlp_lna", help="a conf/model config")
+    p.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of it, e.g. model.network_hparams.hidden=128"
+    )
     p.add_argument("--dataset", default=str(BUNDLED_DATASETS / "hcp_cmaes_r3"))
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=None, help="default: pmfm.train's trainer.max_epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON (experiments/results/surrogate_cv_<model>.json)")
@@ -101,7 +105,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        model_cfg = compose("train", overrides=[f"model={a.model}"]).model
+        cfg = compose("train", overrides=[f"model={a.model}", *a.overrides])
+    model_cfg, a.epochs = cfg.model, a.epochs or cfg.trainer.max_epochs
     data = load_bundled("train")
     space = ParamSpace(data.basis())
     rows = load_dataset(a.dataset)
@@ -110,7 +115,8 @@ def main(argv=None) -> dict:
     geometry = {"box": space.box.tolist(), "basis": data.basis().tolist(), "sc": data.sc.tolist()}
     extra = data_hparams(model_cfg, data)
     pred = torch.full((len(runs),), float("nan"), dtype=torch.float64)
-    settings = f"{Path(a.dataset).name} model={a.model} epochs={a.epochs} seed={a.seed} "
+    settings = " ".join([Path(a.dataset).name, f"model={a.model}", *a.overrides])
+    settings += f" epochs={a.epochs} seed={a.seed} "
     settings += f"rank={a.rank_weight},{a.rank_temperature}"
     if a.predictions and Path(a.predictions).is_file():
         saved = np.load(a.predictions)
@@ -150,7 +156,8 @@ def main(argv=None) -> dict:
         for r in np.unique(runs)
     }
     result = {
-        "model": a.model, "dataset": str(a.dataset), "samples": len(runs), "runs": len(per_run),
+        "model": a.model, "overrides": a.overrides, "dataset": str(a.dataset), "samples": len(runs),
+        "runs": len(per_run),
         "epochs": a.epochs, "rank_weight": a.rank_weight, "rank_temperature": a.rank_temperature,
         "pooled": report, "spearman_within_run": per_run,
         "spearman_within_run_mean": float(np.mean(list(per_run.values()))),
