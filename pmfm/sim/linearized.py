@@ -70,8 +70,9 @@ def slope(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
 def steady_state(w, I, G, coupling_matrix, start: float = S_START, steps: int = RELAX_STEPS) -> torch.Tensor:
     """Noise-free fixed point S* (B, N) reached from S0 = ``start`` (0.001: the simulator's start).
 
-    ``steps`` Euler steps of the deterministic model follow the branch the simulation takes,
-    then damped Newton steps polish the point (a slow mode near a bifurcation settles only then).
+    ``steps`` relaxation steps of the deterministic model (``RELAX_DT``) follow the branch the
+    simulation takes, then damped Newton steps polish the point (a slow mode near a bifurcation
+    settles only then).
     w, I (B, N); G (B,); coupling_matrix C (N, N).
     """
     jw, jg = J * w, (J * G)[:, None]  # (B, N), (B, 1)
@@ -201,9 +202,8 @@ BRANCH_NAMES = (
     "barrier_lower",  # log(1 + dU / D) noise must climb to leave the lower branch (BARRIER_CAP: never)
     "barrier_upper",  # the same from the upper branch
 )
-BRANCH_TARGET_NAMES = (
-    "switch_match",
-)  # Pearson of the edges d_i d_j (d = S_upper - S_lower) with the target's
+# Pearson of the edges d_i d_j (d = S_upper - S_lower) with the target's:
+BRANCH_TARGET_NAMES = ("switch_match",)
 BARRIER_POINTS = 64  # points along the line from one branch to the other
 BARRIER_CAP = 10.0  # log(1 + dU / D) of a monostable set, and the most any set gets
 BRANCHES_APART = 1e-6  # |S_upper - S_lower| above which a set counts as bistable
@@ -234,8 +234,8 @@ def bistability(
     noise = (d**2 * sigma**2 / SIGMA_UNIT).sum(1) / (2 * norm.clamp_min(1e-12) ** 2)  # (B,)
     columns = [d.abs().mean(1)]
     for side in (g, -g.flip(1)):  # from the lower branch (uphill while g < 0), then from the upper
-        downhill = torch.cat([torch.ones_like(side[:, :1]), side[:, 1:] <= 0], dim=1)  # g(0) ~ 0 either sign
-        climbing = torch.cumprod(downhill.to(side.dtype), dim=1)  # 1 until the drift first turns
+        restoring = torch.cat([torch.ones_like(side[:, :1]), side[:, 1:] <= 0], dim=1)  # g(0) ~ 0: counted
+        climbing = torch.cumprod(restoring.to(side.dtype), dim=1)  # 1 until the drift first turns
         du = (-side * climbing * step).sum(1).clamp_min(0)
         barrier = torch.log1p(du / noise.clamp_min(1e-30)).clamp(max=BARRIER_CAP)
         columns.append(torch.where(bistable, barrier, torch.full_like(barrier, BARRIER_CAP)))
