@@ -165,7 +165,6 @@ def test_bistability_finds_both_branches_and_the_exact_one_dimensional_barrier()
     exact = [np.log1p(-quad(drift, lo, saddle)[0] / noise), np.log1p(quad(drift, saddle, hi)[0] / noise)]
     got = bistability(lower.s, upper.s, one["w"], one["I"], one["G"], sigma, c)[0]
     assert got[0].item() == pytest.approx(hi - lo)  # branch_gap
-    assert 1 < exact[0] < BARRIER_CAP and 1 < exact[1] < BARRIER_CAP
     np.testing.assert_allclose(got[1:].numpy(), exact, rtol=0.02)  # a 64-point sum of the integral
 
 

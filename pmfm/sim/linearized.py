@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pmfm.sim.dynamics import GAMMA, SIGMA_UNIT, TAU_S, A, B, D, J, firing_rate
+from pmfm.sim.dynamics import GAMMA, SIGMA_UNIT, TAU_S, A, B, D, J, firing_rate, neural_drift
 
 RELAX_DT = 0.02  # s, step of the noise-free relaxation from S0: Euler with the decay -S (1/tau_s + gamma H)
 # taken implicitly, so a state near S = 1 (H of hundreds of Hz) relaxes instead of oscillating;
@@ -228,8 +228,7 @@ def bistability(
     a = torch.linspace(0, 1, BARRIER_POINTS, dtype=d.dtype, device=d.device)  # (M,)
     s = lower[:, None, :] + a[None, :, None] * d[:, None, :]  # (B, M, N)
     x = J * w[:, None, :] * s + (J * G)[:, None, None] * (s @ coupling_matrix.T) + I[:, None, :]
-    f = -s / TAU_S + GAMMA * (1 - s) * firing_rate(x)  # (B, M, N) drift, 1/s
-    g = (f * d[:, None, :]).sum(2) / norm.clamp_min(1e-12)[:, None]  # (B, M)
+    g = (neural_drift(s, x) * d[:, None, :]).sum(2) / norm.clamp_min(1e-12)[:, None]  # (B, M), 1/s
     step = norm[:, None] / (BARRIER_POINTS - 1)
     noise = (d**2 * sigma**2 / SIGMA_UNIT).sum(1) / (2 * norm.clamp_min(1e-12) ** 2)  # (B,)
     columns = [d.abs().mean(1)]
