@@ -23,7 +23,7 @@ from pmfm.data import load
 from pmfm.params import ParamSpace
 from pmfm.results import read_results
 from pmfm.sim.simulator import Simulator
-from pmfm.validation import grouped_costs, mean_and_se
+from pmfm.evaluate.selection import grouped_costs, mean_and_se
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fit_acceptance.json"
 

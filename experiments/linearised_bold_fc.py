@@ -9,7 +9,7 @@ Balloon-Windkessel model linearised per region at its steady state (driven by S*
     cov_BOLD = (1 / pi) int_0^inf Re[ Hd(w) T U R(w) Q' R(w)^H U^T T Hd(w)^H ] dw
 
 with Hd(w) = diag of each region's haemodynamic transfer dBOLD/dS at frequency w, A = T U diag(l)
-U^T T^-1 the Jacobian (``pmfm.sim.linearized``), R(w) = diag(1 / (i w - l)) and Q' the noise in
+U^T T^-1 the Jacobian (``pmfm.physics.linearized``), R(w) = diag(1 / (i w - l)) and Q' the noise in
 that eigenbasis; the integral on a log-spaced grid (0 and 1e-3 .. 300 rad/s, trapezoid). Printed and
 written to ``results/linearised_bold_fc.json``: the Spearman of each pattern match (and of the other
 summaries) with the simulated FC cost and total, over all samples and within the best 10% by total.
@@ -31,8 +31,8 @@ from pmfm.datasets import load_dataset
 from pmfm.datasets.generation import BUNDLED_DATASETS
 from pmfm.models.metrics import spearman
 from pmfm.sim import linearized as lna
-from pmfm.sim.balloon import ALPHA, GAMMA_H, K1, K2, K3, KAPPA, RHO, TAU
-from pmfm.sim.dynamics import SC_SCALE
+from pmfm.physics.balloon import ALPHA, GAMMA_H, K1, K2, K3, KAPPA, RHO, TAU
+from pmfm.physics.dynamics import SC_SCALE
 
 OMEGA = torch.cat([torch.zeros(1), torch.logspace(-3, 2.5, 220, dtype=torch.float64)])  # rad/s
 CHUNK = 32  # parameter sets at once: (CHUNK, N, N) complex per frequency
@@ -74,7 +74,7 @@ def balloon_transfer(s: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
 
 
 def bold_covariance(lin: lna.Linearization) -> torch.Tensor:
-    """(B, N, N) BOLD covariance of B linearised parameter sets (``pmfm.sim.linearized``, float64)."""
+    """(B, N, N) BOLD covariance of B linearised parameter sets (``pmfm.physics.linearized``, float64)."""
     lam = lin.eigenvalues.clamp(max=lna.MAX_EIGENVALUE)  # as the Lyapunov covariance does
     modes, noise = lin.modes.to(torch.complex128), lin.mode_noise.to(torch.complex128)
     transfer = balloon_transfer(lin.s, OMEGA)  # (B, N, F)

@@ -54,7 +54,7 @@ class Bounds:
     sigma: tuple[float, float] = (
         0.0005,
         0.01,
-    )  # noise amplitude, "ms units" (see pmfm.sim.dynamics)
+    )  # noise amplitude, "ms units" (see pmfm.physics.dynamics)
 
     def of(self, name: str) -> tuple[float, float]:
         return getattr(self, name)

@@ -1,85 +1,22 @@
 """``python -m pmfm.predict ckpt=... params_csv=...``: score parameter sets with a trained surrogate.
 
-Writes predictions.csv to the run folder: one row per set in input order, with the surrogate's
-fc_cost, ks, total and p_valid (fc_l1 and *_std where the checkpoint has them). A conditioned
-surrogate (``model=transformer_cond``) scores against another group's FC and FCD with
-``condition.path=<CBIG folder> condition.split=<split>``.
+    python -m pmfm.predict ckpt=outputs/train/<run>/checkpoints/last.ckpt params_csv=sets.csv
+    python -m pmfm.predict ckpt=... params_csv=... condition.path=/data/grp condition.split=vali
+
+Writes predictions.csv (one row per set: fc_cost, ks, total, p_valid, ...) to the run folder.
 """
 
-from __future__ import annotations
-
-import logging
-import sys
-from pathlib import Path
-
 import hydra
-import numpy as np
-import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pmfm.data import DataError, load
-from pmfm.models import SurrogateModule
-from pmfm.params import ParamError, read_params_csv
-from pmfm.sim.simulator import resolve_device
-
-log = logging.getLogger(__name__)
+from pmfm.pipelines.config import exit_on_user_error, run_folder
+from pmfm.pipelines.predict import predict_table
 
 
-def predict_csv(
-    ckpt: str | Path, params_csv: str | Path, out_dir: Path, device="auto", condition=None
-) -> dict[str, np.ndarray]:
-    """Predictions for every set of ``params_csv``; also written to ``out_dir/predictions.csv``.
-
-    ``condition``: a conditioning vector (:func:`pmfm.models.conditioning.empirical_condition`) for a
-    conditioned surrogate; None scores against its training data.
-    """
-    if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    model = SurrogateModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
-    space = model.param_space()  # the circuit, basis and bounds it was trained with
-    theta = read_params_csv(params_csv, space)
-    if condition is not None:
-        log.warning(
-            "%s: scoring against another group's FC/FCD; a conditioned surrogate trained on one group's "
-            "dataset (all pmfm datasets so far) has not learned how the condition moves the costs",
-            ckpt,
-        )
-    pred = {k: v.cpu().numpy() for k, v in model.predict(theta.to(model.device), condition).items()}
-    names: list[str] = [k for k in ("fc_cost", "fc_l1", "ks", "total", "p_valid") if k in pred]
-    names += sorted(k for k in pred if k.endswith("_std"))
-    table = np.column_stack([pred[k] for k in names])
-    np.savetxt(
-        out_dir / "predictions.csv", table, delimiter=",", header=",".join(names), comments="", fmt="%.6g"
-    )
-    return {k: pred[k] for k in names}
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        pred = predict_csv(cfg.ckpt, cfg.params_csv, out_dir, cfg.device, group_condition(cfg.condition))
-    except (ParamError, FileNotFoundError, DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    names = list(pred)
-    print(f"{'set':>4} " + " ".join(f"{n:>10}" for n in names))
-    for i in range(len(pred["total"])):
-        print(f"{i + 1:>4} " + " ".join(f"{pred[n][i]:10.4f}" for n in names))
-    print(f"predictions: {out_dir / 'predictions.csv'}")
-
-
-def group_condition(cfg) -> torch.Tensor | None:
-    """The conditioning vector of ``condition.path`` / ``condition.split``, or None when neither is set."""
-    if cfg is None or (cfg.get("path") is None and cfg.get("split") is None):
-        return None
-    from pmfm.models.conditioning import empirical_condition
-
-    data = load(cfg.get("path"), cfg.get("split") or "train")
-    return empirical_condition(data.fc, data.fcd_cdf)
+    exit_on_user_error(predict_table, cfg, run_folder())
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+import pmfm.pipelines.config  # noqa: F401  (registers the config schemas Hydra checks the configs against)
+
 # One torch thread per test process: the suite runs on 2 cores with pytest-xdist (-n 2), and two
 # OpenMP threads fighting a second process make tiny ops orders of magnitude slower.
 torch.set_num_threads(1)
@@ -63,16 +65,16 @@ def tiny_folder(tmp_path):
 
 
 def tiny_overrides(folder) -> list[str]:
-    """Hydra overrides that shrink a run to the tiny folder: 100 TRs, short warm-up."""
-    return [
-        "data=folder",
-        f"data.path={folder}",
-        "data.split=test",
-        "simulator.protocol.warmup_steps=100",
-        "simulator.protocol.burn_in_samples=2",
-        f"simulator.protocol.duration_s={((TINY_TR + 2) * 72 - 1) * 0.01:.2f}",
-        "device=cpu",
-    ]
+    """Hydra overrides that shrink a run to the tiny folder: 100 TRs, short warm-up (protocol=tiny)."""
+    return ["data=folder", f"data.path={folder}", "data.split=test", "protocol=tiny", "device=cpu"]
+
+
+def compose_config(name: str, overrides=()):
+    """The composed config of command ``name`` (simulate, generate, train, fit, ...) as Hydra builds it."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
+        return compose(name, overrides=list(overrides))
 
 
 def write_synthetic_dataset(folder, space, n_runs: int = 12, per_run: int = 40, seed: int = 0):
@@ -113,8 +115,8 @@ def write_synthetic_dataset(folder, space, n_runs: int = 12, per_run: int = 40, 
 
 
 def assert_diverse_and_feasible(space, theta, most: int) -> None:
-    """At most ``most`` distinct feasible sets, no two alike under the 0.98 rule (SPEC section 7)."""
-    from pmfm.validation import DIVERSITY_THRESHOLD, map_correlations
+    """At most ``most`` distinct feasible sets, none alike under the 0.98 rule (docs/fitting.md)."""
+    from pmfm.evaluate import DIVERSITY_THRESHOLD, map_correlations
 
     theta = torch.as_tensor(theta, dtype=torch.float64)
     assert 0 < len(theta) <= most, f"{len(theta)} sets, expected 1..{most}"

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pmfm.benchmark import COLUMNS, FULL, main, run_benchmark
+from pmfm.pipelines.benchmark import COLUMNS, FULL, main, run_benchmark
 
 TINY = [
     "--steps",

@@ -450,7 +450,7 @@ def test_cuda_simulation_plus_cost_within_memory_budget():
     space = ParamSpace(data.basis())
     theta = space.random_start(600, np.random.default_rng(0))  # (600, 10) feasible
     budget = 1.0  # GiB: forces several simulation and cost chunks
-    simulator = Simulator(device=torch.device("cuda"), method="auto", memory_budget_gb=budget)
+    simulator = Simulator(device="cuda", method="auto", memory_budget_gb=budget)
     torch.cuda.reset_peak_memory_stats()
     costs = evaluate_params(theta, space, data, simulator, repeats=1).costs
     assert torch.cuda.max_memory_allocated() < budget * 2**30

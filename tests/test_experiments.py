@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 from conftest import tiny_overrides
-from hydra import compose, initialize
+from hydra import compose, initialize_config_module
 
 from pmfm.studies.report import read_table
 
@@ -13,7 +13,7 @@ from pmfm.studies.report import read_table
 def _run(study: str, folder, out_dir, *extra):
     from pmfm.experiment import run
 
-    with initialize(config_path="../conf", version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         cfg = compose(
             "experiment", overrides=[f"experiment={study}", *tiny_overrides(folder), "plot=false", *extra]
         )
@@ -73,9 +73,9 @@ def test_model_comparison_trains_every_model_and_seed_and_names_the_winner(tmp_p
     dataset = write_synthetic_dataset(
         tmp_path / "ds", ParamSpace(load_bundled().basis()), n_runs=8, per_run=20
     )
-    train = [f"dataset_dir={dataset}", "logger=csv", "trainer.max_epochs=1", "batch_size=64",
+    train = [f"dataset.folder={dataset}", "logger=csv", "trainer.max_epochs=1", "batch_size=64",
              "trainer.accelerator=cpu", "device=cpu", "search_callback.enabled=false"]  # fmt: skip
-    with initialize(config_path="../conf", version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         cfg = compose(
             "experiment",
             overrides=[
@@ -113,7 +113,7 @@ def test_search_comparison_penalty_keeps_the_search_where_the_ensemble_agrees(ti
 
     space = ParamSpace(load_folder(tiny_folder, "test", n_tr=100).basis())
     dataset = write_synthetic_dataset(tmp_path / "ds", space, n_runs=8, per_run=20)
-    train = [f"dataset_dir={dataset}", "model=ensemble", "model.network_hparams.k=3", "logger=csv",
+    train = [f"dataset.folder={dataset}", "model=ensemble", "model.network_hparams.k=3", "logger=csv",
              "trainer.max_epochs=3", "trainer.accelerator=cpu", "search_callback.enabled=false"]  # fmt: skip
     small = [f"study.arms.{arm}.{k}={v}" for arm in ("cmaes", "cmaes_penalised")
              for k, v in (("popsize", 12), ("mu", 3), ("max_generations", 6))]  # fmt: skip

@@ -3,23 +3,23 @@
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_REGIONS, TINY_TR, tiny_overrides
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from pmfm.cost import FIC, combine_repeats, cost_variant, evaluate, repeat_stats
 from pmfm.params import FIC_FIXED_BOUNDS, ParamError, ParamSpace, fic_bounds
-from pmfm.sim import fic
+from pmfm.physics import fic
+from pmfm.pipelines.config import simulator_of
+from pmfm.sim.fic import integrate_fic
 from pmfm.sim.noise import Noise
 from pmfm.sim.protocol import SimProtocol
-from pmfm.sim.simulate import resolve_method, simulate
+from pmfm.sim.registry import resolve_method
+from pmfm.sim.simulate import simulate
 from pmfm.sim.simulator import Simulator
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def _params(n=8, b=5, seed=0, sigma=0.0) -> fic.FICParams:
@@ -91,7 +91,7 @@ def test_without_noise_the_model_settles_at_the_solved_state():
     protocol = SimProtocol.shortened(40, dt=0.006, warmup_steps=0)
     stream = Noise.independent(0, torch.arange(4)).stream(4, 8, protocol.total_steps, torch.float64, "cpu")
     start = (state.s_e * 0.9, state.s_i * 1.1)  # perturbed off the fixed point
-    out = fic.integrate_fic(p, c, protocol, stream, initial=start)
+    out = integrate_fic(p, c, protocol, stream, initial=start)
     assert (out["S_E"] - state.s_e).abs().max() < 1e-8
     assert (out["S_I"] - state.s_i).abs().max() < 1e-8
     assert (out["rate"] - 3.0).abs().max() < 0.05  # mean over the main loop, from the perturbed start
@@ -111,7 +111,7 @@ def test_a_run_outside_the_band_is_invalid_and_drops_out_of_the_cost(tiny_folder
 
     data = load_folder(tiny_folder, "test", n_tr=TINY_TR)
     protocol = SimProtocol.shortened(TINY_TR, dt=0.006, warmup_steps=50)
-    at_3hz = Simulator(protocol=protocol, circuit="fic", dtype=torch.float64, bounds="fixed")
+    at_3hz = Simulator(protocol=protocol, circuit="fic", dtype="float64", bounds="fixed")
     space = at_3hz.param_space(data)
     # uniform maps w_EE = 3, w_EI = 2.5 (a stable fixed point), G = 1, the lowest noise
     theta = torch.tensor([[3.0, 0, 0, 2.5, 0, 0, 1.0, 0.0005, 0, 0]], dtype=torch.float64)
@@ -229,15 +229,15 @@ def test_other_paths_fall_back_to_the_plain_path_and_never_run_the_wrong_model(c
     theta = space.random_start(2, np.random.default_rng(0))
     sc = _coupling(8).numpy() * 1000
     protocol = SimProtocol.shortened(4, dt=0.006, warmup_steps=10)
-    ref = simulate(theta, space, sc, protocol=protocol, method="euler")
+    ref = simulate(theta, space, sc, Simulator(protocol=protocol, method="euler", circuit="fic"))
     with caplog.at_level(logging.WARNING):
-        fused = simulate(theta, space, sc, protocol=protocol, method="fused")
+        fused = simulate(theta, space, sc, Simulator(protocol=protocol, method="fused", circuit="fic"))
     assert "does not implement the FIC model" in caplog.text
     torch.testing.assert_close(fused.bold, ref.bold, rtol=0, atol=0)
     assert ref.rate is not None and ref.rate.shape == (2, 8)
     pmfm_sim = Simulator(protocol=protocol)
     with pytest.raises(ValueError, match="fic space"):
-        pmfm_sim.run(theta, space, sc, Noise())
+        simulate(theta, space, sc, pmfm_sim, Noise())
     assert Simulator(circuit="fic", method="fused").resolved_method == "euler"
 
 
@@ -250,10 +250,10 @@ def test_protocol_at_the_validation_dt_keeps_the_samples():
 
 
 def test_simulator_fic_config_selects_every_fic_piece():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         for name in ("simulate", "generate", "train", "fit"):
             cfg = compose(name, overrides=["simulator=fic", "device=cpu"])
-            sim = Simulator.from_config(cfg.simulator, "cpu")
+            sim = simulator_of(cfg)
             assert cost_variant(cfg.cost.name, sim.circuit) == FIC
             assert (sim.circuit, sim.protocol.dt, sim.eval_dt, sim.protocol.n_tr) == (
                 "fic",
@@ -264,7 +264,7 @@ def test_simulator_fic_config_selects_every_fic_piece():
             assert (sim.protocol.warmup_steps, sim.protocol.burn_in_samples) == (5000, 201)
             assert (sim.target_rate, sim.rate_band) == (3.0, (2.7, 3.3))
         cfg = compose("fit", overrides=["device=cpu"])
-        assert Simulator.from_config(cfg.simulator, "cpu").circuit == "pmfm"
+        assert simulator_of(cfg).circuit == "pmfm"
         assert cost_variant(cfg.cost.name).name == "kong2021"
 
 
@@ -273,11 +273,13 @@ def test_simulator_fic_config_selects_every_fic_piece():
 
 def fic_overrides(folder) -> list[str]:
     """tiny_overrides for the FIC model: 100 TRs of 120 steps (dt 0.006 s), validation at the same dt."""
-    base = [o for o in tiny_overrides(folder) if not o.startswith("simulator.protocol.duration_s")]
+    base = [o for o in tiny_overrides(folder) if not o.startswith("protocol=")]
     return [
-        "simulator=fic",
+        "simulator=fic",  # selects protocol=fic (dt 0.006 s), shrunk here
         *base,
-        f"simulator.protocol.duration_s={((TINY_TR + 2) * 120 - 1) * 0.006:.3f}",
+        "protocol.warmup_steps=100",
+        "protocol.burn_in_samples=2",
+        f"protocol.duration_s={((TINY_TR + 2) * 120 - 1) * 0.006:.3f}",
         "simulator.eval_dt=0.006",
     ]
 
@@ -301,7 +303,7 @@ def _stage_overrides(folder, root) -> list[str]:
     base = [o for o in fic_overrides(folder) if not o.startswith("data.split")] + ["data.split=train"]
     return [
         *base,
-        f"root={root}",
+        f"paths.datasets={root}",
         "dataset=cmaes",
         "dataset.name=fic_tiny",
         "dataset.repeats=1",
@@ -313,7 +315,7 @@ def _stage_overrides(folder, root) -> list[str]:
         "logger=csv",
         "trainer.max_epochs=2",
         "trainer.accelerator=cpu",
-        "batch_size=16",
+        "datamodule.batch_size=16",
         "plot=false",
         "validation.repeats=2",
         "validation.top_k=2",
@@ -323,19 +325,19 @@ def _stage_overrides(folder, root) -> list[str]:
 def test_generate_train_and_surrogate_fit_run_the_fic_model(fic_folders, tmp_path):
     """generate, train and fit (strategy=surrogate, which generates and trains first) with simulator=fic."""
     from pmfm.datasets import load_dataset
-    from pmfm.fit import fit
     from pmfm.models import SurrogateModule
+    from pmfm.pipelines.fit.run import fit
 
     common = _stage_overrides(fic_folders, tmp_path / "datasets")
     run_dir = tmp_path / "surrogate"
     run_dir.mkdir()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         cfg = compose(
             "fit",
             overrides=[
                 *common,
                 "strategy=surrogate",
-                "strategy.n_starts=2",
+                "search.n_starts=2",
                 "strategy.top_k=2",
                 "strategy.repeats=1",
                 "search.popsize=8",
@@ -345,8 +347,9 @@ def test_generate_train_and_surrogate_fit_run_the_fic_model(fic_folders, tmp_pat
         )
     fit(cfg, run_dir)
     # generate: the dataset is the FIC model's, with per-region rates and their validity
-    rows = load_dataset(tmp_path / "datasets" / "fic_tiny")
-    manifest = json.loads((tmp_path / "datasets" / "fic_tiny" / "manifest.json").read_text())
+    folder = tmp_path / "datasets" / "fic_tiny_fic_100tr_dt0.006_r1"  # named after circuit, protocol, R
+    rows = load_dataset(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["config"]["circuit"]["name"] == "fic" and manifest["config"]["cost"]["variant"] == "fic"
     assert manifest["config"]["simulator"]["dt"] == 0.006
     assert rows["mean_rate"].shape == (len(rows["theta"]), TINY_REGIONS) == (3 * 6 * 2, 8)
@@ -358,7 +361,11 @@ def test_generate_train_and_surrogate_fit_run_the_fic_model(fic_folders, tmp_pat
     module = SurrogateModule.load_from_checkpoint(next((run_dir / "surrogate").rglob("*.ckpt")))
     space = module.param_space()
     assert space.circuit == "fic" and space.names[0] == "wEE0"
-    assert module.hparams["network"] == "mlp"  # the default mlp_lna linearises the pMFM: replaced
+    hparams = module.hparams
+    assert (hparams["network"], hparams["network_hparams"]["features"]) == (
+        "mlp",
+        "coefficients",
+    )  # not the pMFM's
     # fit: candidates re-simulated, their validity reported
     validity = np.loadtxt(run_dir / "validity.csv", delimiter=",", skiprows=2, ndmin=2)
     assert validity.shape[1] == 1 + 4  # rank, train_valid, vali_valid, rate_min, rate_max
@@ -367,12 +374,12 @@ def test_generate_train_and_surrogate_fit_run_the_fic_model(fic_folders, tmp_pat
 
 @pytest.mark.slow
 def test_simulator_strategy_fit_runs_the_fic_model(fic_folders, tmp_path):
-    from pmfm.fit import fit
+    from pmfm.pipelines.fit.run import fit
 
     common = _stage_overrides(fic_folders, tmp_path / "datasets")
     sim_dir = tmp_path / "simulator"
     sim_dir.mkdir()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         cfg = compose(
             "fit",
             overrides=[

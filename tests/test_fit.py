@@ -15,8 +15,8 @@ from conftest import assert_diverse_and_feasible, tiny_overrides
 from hydra import compose
 from scipy.io import loadmat, savemat
 
+from pmfm.evaluate.selection import choose_diverse, map_correlations
 from pmfm.params import ParamSpace
-from pmfm.validation import choose_diverse, map_correlations
 
 
 @pytest.fixture
@@ -97,8 +97,8 @@ def test_choose_diverse_skips_a_set_whose_three_maps_all_correlate_above_098():
 
 def test_simulator_fit_writes_results_that_pmfm_simulate_reads_back(fit_folders, tmp_path):
     from pmfm.data import load_folder
-    from pmfm.fit import fit
-    from pmfm.results import n_rows, read_results
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.results import n_rows, read_results
 
     train_folder, test_folder = fit_folders
     run_dir = tmp_path / "run"
@@ -144,13 +144,13 @@ def test_simulator_fit_writes_results_that_pmfm_simulate_reads_back(fit_folders,
 
 
 def _conf():
-    from hydra import initialize
+    from hydra import initialize_config_module
 
-    return initialize(config_path="../conf", version_base="1.3")
+    return initialize_config_module("pmfm.conf", version_base="1.3")
 
 
 def test_fit_without_test_split_says_so_loudly_and_leaves_test_rows_nan(fit_folders, tmp_path, capsys):
-    from pmfm.fit import fit
+    from pmfm.pipelines.fit.run import fit
 
     train_folder, _ = fit_folders
     with _conf():
@@ -193,8 +193,8 @@ def test_killed_fit_resumes_and_gives_the_uninterrupted_result(fit_folders, tmp_
 
 
 def test_resuming_with_other_settings_is_refused(fit_folders, tmp_path):
-    from pmfm.fit import fit
-    from pmfm.fitting import StateError
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.fit.state import StateError
 
     train_folder, _ = fit_folders
     with _conf():
@@ -211,21 +211,23 @@ def test_resuming_with_other_settings_is_refused(fit_folders, tmp_path):
 def test_surrogate_fit_generates_trains_searches_and_counts_every_simulation(fit_folders, tmp_path):
     import json
 
-    from pmfm.fit import fit
+    from pmfm.pipelines.fit.run import fit
 
     train_folder, _ = fit_folders
     overrides = [
         o
-        for o in fit_overrides(train_folder, f"root={tmp_path / 'datasets'}")
+        for o in fit_overrides(train_folder, f"paths.datasets={tmp_path / 'datasets'}")
         if not o.startswith("strategy")
     ]
     overrides += [
         "strategy=surrogate",
-        "strategy.n_starts=3",
+        "search.n_starts=3",
         "strategy.top_k=3",
         "strategy.repeats=2",
         "dataset=cmaes",
         "dataset.name=tiny_cmaes",
+        "model=mlp",
+        "model.network_hparams.features=coefficients",
         "dataset.num_shards=1",
         "dataset.cmaes.n_starts=3",
         "dataset.cmaes.popsize=8",
@@ -252,7 +254,7 @@ def test_surrogate_fit_generates_trains_searches_and_counts_every_simulation(fit
     assert (tmp_path / "run" / "surrogate" / "checkpoints" / "last.ckpt").is_file()
 
     # a second fit reuses the checkpoint: no dataset, no training, the same chosen sets
-    from pmfm.fitting import RunState
+    from pmfm.pipelines.fit.state import RunState
 
     ckpt = RunState(tmp_path / "run").load("surrogate")["ckpt"]
     with _conf():
@@ -278,24 +280,25 @@ class _SumSurrogate:
 def test_prescreened_fit_simulates_only_the_surrogates_picks(fit_folders, tmp_path, monkeypatch):
     import json
 
-    import pmfm.fit
-    from pmfm.fit import fit
+    import pmfm.pipelines.fit.run
+    from pmfm.pipelines.fit.run import fit
 
-    monkeypatch.setattr(pmfm.fit, "prepare_surrogate", lambda cfg, out_dir, state: _SumSurrogate())
+    monkeypatch.setattr(
+        pmfm.pipelines.fit.run, "prepare_surrogate", lambda cfg, out_dir, state: _SumSurrogate()
+    )
     train_folder, _ = fit_folders
     overrides = [o for o in fit_overrides(train_folder) if not o.startswith("strategy")] + [
-        "strategy=surrogate",
+        "strategy=prescreen",
         "strategy.repeats=2",
-        "search=prescreen",
-        "search.n_starts=2",
-        "search.popsize=8",
-        "search.mu=2",
-        "search.simulate_top=3",
-        "search.max_generations=2",
+        "strategy.n_starts=2",
+        "strategy.cmaes.popsize=8",
+        "strategy.cmaes.mu=2",
+        "strategy.simulate_top=3",
+        "strategy.cmaes.max_generations=2",
     ]
     with _conf():
         cfg = compose("fit", overrides=overrides)
-        too_few = compose("fit", overrides=[*overrides, "search.simulate_top=1"])  # below mu = 2
+        too_few = compose("fit", overrides=[*overrides, "strategy.simulate_top=1"])  # below mu = 2
     with pytest.raises(ValueError, match="simulate_top=1"):
         fit(too_few, tmp_path / "too_few")
     fit(cfg, tmp_path / "run")
@@ -308,18 +311,20 @@ def test_prescreened_fit_simulates_only_the_surrogates_picks(fit_folders, tmp_pa
 
 
 def test_gpu_acceptance_pair_states_its_budgets():
-    """Issue 5's GPU pair: the baseline runs >= 10 generations, the fast path plans fewer simulations."""
+    """The GPU acceptance pair: the baseline runs >= 10 generations, the fast path plans fewer simulations."""
     with _conf():
-        sim = compose("fit", overrides=["experiment=fit_accept_simulator_gpu"])
-        sur = compose("fit", overrides=["experiment=fit_accept_surrogate_gpu"])
+        sim = compose("fit", overrides=["experiment=fit/accept_simulator_gpu"])
+        sur = compose("fit", overrides=["experiment=fit/accept_surrogate_gpu"])
     s, d = sim.strategy, sur.dataset
     assert s.name == "simulator" and s.cmaes.max_generations >= 10 and s.cmaes.popsize == 500
-    assert (sur.strategy.name, sur.search.name, d.name) == ("surrogate", "prescreen", "hcp_cmaes_r3")
+    assert (sur.strategy.name, d.name) == ("prescreen", "hcp_cmaes")
     baseline = s.n_starts * s.cmaes.popsize * s.repeats * s.cmaes.max_generations
     dataset = d.cmaes.n_starts * d.cmaes.popsize * d.cmaes.max_generations * d.repeats
-    st, se = sur.strategy, sur.search
-    screened = se.n_starts * se.simulate_top * st.repeats * se.max_generations
-    kept = se.n_starts * se.max_generations  # each start's best per generation, validated as the baseline's
+    st = sur.strategy
+    screened = st.n_starts * st.simulate_top * st.repeats * st.cmaes.max_generations
+    kept = (
+        st.n_starts * st.cmaes.max_generations
+    )  # each start's best per generation, validated as the baseline's
     r = sim.validation.repeats
     assert (r, sur.validation.repeats, st.repeats, s.repeats) == (20, 20, 3, 3)
     assert baseline + s.n_starts * s.cmaes.max_generations * r == 60_800

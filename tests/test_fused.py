@@ -18,10 +18,10 @@ from pmfm.cost import KONG2021, cost_variant  # noqa: E402
 from pmfm.data import bundled_path, load_bundled  # noqa: E402
 from pmfm.evaluate import evaluate_params  # noqa: E402
 from pmfm.params import ParamSpace, read_params_csv  # noqa: E402
-from pmfm.sim import Noise, SimProtocol, dynamics, simulate  # noqa: E402
+from pmfm.physics import dynamics  # noqa: E402
+from pmfm.sim import Noise, SimProtocol, Simulator, simulate  # noqa: E402
 from pmfm.sim.euler import integrate_euler  # noqa: E402
-from pmfm.sim.simulate import resolve_method  # noqa: E402
-from pmfm.sim.simulator import Simulator  # noqa: E402
+from pmfm.sim.registry import resolve_method  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pmfm_step_vectors.npz"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -53,8 +53,14 @@ def _step_vectors(hcp, n_steps, precision, layout="auto"):
     # no warm-up, BOLD and S recorded after every step, the published noise
     protocol = SimProtocol(warmup_steps=0, duration_s=(n_steps - 1) * 0.01, tr_s=0.01, burn_in_samples=0)
     noise = Noise.explicit(torch.tensor(ref["xi"][:, :n_steps])[None])
-    out = simulate(theta, space, data.sc, protocol=protocol, noise=noise, method="fused", device=DEVICE,
-                   precision=precision, layout=layout, record_s=True)  # fmt: skip
+    out = simulate(
+        theta,
+        space,
+        data.sc,
+        Simulator(protocol=protocol, method="fused", device=DEVICE, precision=precision, layout=layout),
+        noise,
+        record_s=True,
+    )
     s, bold = out.s[0].cpu().double().numpy().T, out.bold[0].cpu().double().numpy().T
     return s, bold, ref["S"][:n_steps], ref["bold"][:n_steps]
 
@@ -87,18 +93,30 @@ def test_fused_keyed_noise_matches_reference_path(hcp, mode, layout):
         noise = Noise.common(5, torch.tensor([0, 1, 0, 1, 0, 1]))
     else:
         noise = Noise.independent(5, torch.tensor([3, 9, 11, 12, 40, 41]))
-    fused = simulate(theta, space, data.sc, protocol=TINY, noise=noise, method="fused", device=DEVICE,
-                     precision="ieee", layout=layout)  # fmt: skip
-    plain = simulate(theta, space, data.sc, protocol=TINY, noise=noise, method="euler", device=DEVICE)
+    fused = simulate(
+        theta,
+        space,
+        data.sc,
+        Simulator(protocol=TINY, method="fused", device=DEVICE, precision="ieee", layout=layout),
+        noise,
+    )
+    plain = simulate(theta, space, data.sc, Simulator(protocol=TINY, method="euler", device=DEVICE), noise)
     assert fused.bold.shape == plain.bold.shape == (6, 68, 30)
     assert fused.valid.all()
     torch.testing.assert_close(fused.bold, plain.bold, rtol=1e-3, atol=1e-5)
     # different streams really give different runs (the comparison above is not vacuous)
     assert (fused.bold[0] - fused.bold[1]).abs().max() > 100 * (fused.bold - plain.bold).abs().max()
     if mode == "common":  # same set, same stream: identical runs
-        assert torch.equal(fused.bold[0], simulate(theta[:1], space, data.sc, protocol=TINY,
-                           noise=Noise.common(5, [0]), method="fused", device=DEVICE,
-                           precision="ieee", layout=layout).bold[0])  # fmt: skip
+        assert torch.equal(
+            fused.bold[0],
+            simulate(
+                theta[:1],
+                space,
+                data.sc,
+                Simulator(protocol=TINY, method="fused", device=DEVICE, precision="ieee", layout=layout),
+                Noise.common(5, [0]),
+            ).bold[0],
+        )
 
 
 @pytest.mark.parametrize("layout", ["split", "wide"])
@@ -107,8 +125,10 @@ def test_fused_results_do_not_depend_on_the_batch(hcp, layout):
     n = 70 if layout == "split" else 20  # two programs of 64 or of 16
     keys = torch.arange(20, 20 + n)
     kw = dict(protocol=TINY, method="fused", device=DEVICE, layout=layout)
-    big = simulate(theta[torch.arange(n) % 5], space, data.sc, noise=Noise.independent(1, keys), **kw)
-    alone = simulate(theta[[(n - 3) % 5]], space, data.sc, noise=Noise.independent(1, keys[[n - 3]]), **kw)
+    big = simulate(theta[torch.arange(n) % 5], space, data.sc, Simulator(**kw), Noise.independent(1, keys))
+    alone = simulate(
+        theta[[(n - 3) % 5]], space, data.sc, Simulator(**kw), Noise.independent(1, keys[[n - 3]])
+    )
     assert torch.equal(big.bold[n - 3], alone.bold[0])  # in the second program of a batch, and alone
 
 
@@ -116,8 +136,9 @@ def test_fused_flags_nan_run_invalid(hcp):
     data, space, theta = hcp
     xi = torch.randn(3, 68, TINY.total_steps, generator=torch.Generator().manual_seed(0))
     xi[1, 7, 50] = math.nan  # one poisoned draw in run 1
-    out = simulate(theta[:3], space, data.sc, protocol=TINY, noise=Noise.explicit(xi), method="fused",
-                   device=DEVICE)  # fmt: skip
+    out = simulate(
+        theta[:3], space, data.sc, Simulator(protocol=TINY, method="fused", device=DEVICE), Noise.explicit(xi)
+    )
     assert out.valid.tolist() == [True, False, True]
     assert torch.isfinite(out.bold[[0, 2]]).all()
 
@@ -132,7 +153,12 @@ def test_auto_picks_fused_only_on_cuda():
 def test_fused_refuses_float64(hcp):
     data, space, theta = hcp
     with pytest.raises(ValueError, match="float32"):
-        simulate(theta[:1], space, data.sc, protocol=TINY, method="fused", device=DEVICE, dtype=torch.float64)
+        simulate(
+            theta[:1],
+            space,
+            data.sc,
+            Simulator(protocol=TINY, method="fused", device=DEVICE, dtype=torch.float64),
+        )
 
 
 RUNS = 40  # independent runs per reference set
@@ -141,7 +167,7 @@ RUNS = 40  # independent runs per reference set
 @pytest.fixture(scope="module")
 def euler_costs_gpu(hcp):
     data, space, theta = hcp
-    sim = Simulator(method="euler", device=torch.device("cuda"))
+    sim = Simulator(method="euler", device="cuda")
     return evaluate_params(theta.repeat_interleave(RUNS, dim=0), space, data, sim, repeats=1, seed=1).costs
 
 
@@ -151,7 +177,7 @@ def test_fused_cost_distributions_match_reference_path(hcp, euler_costs_gpu, pre
     """Full protocol, the 5 reference sets, 40 independent runs each: per set, the mean total of the
     fused kernel is within 2.5 standard errors of the float32 Euler path's; validity flags agree."""
     data, space, theta = hcp
-    sim = Simulator(method="fused", device=torch.device("cuda"), precision=precision)
+    sim = Simulator(method="fused", device="cuda", precision=precision)
     fused = evaluate_params(theta.repeat_interleave(RUNS, dim=0), space, data, sim, repeats=1, seed=2).costs
     for costs in (euler_costs_gpu, fused):
         assert int(costs.n_valid().min()) == 1, "a run was flagged invalid"
@@ -167,9 +193,9 @@ def test_fused_ks_within_tolerance_of_float64(hcp):
     """Same noise streams in float64 (plain path) and in the kernel: the FCD KS differs by < 0.002."""
     data, space, theta = hcp
     noise = Noise.independent(3, torch.arange(5))
-    kw = dict(protocol=SimProtocol(), noise=noise, device="cuda")
-    ref = simulate(theta, space, data.sc, method="euler", dtype=torch.float64, **kw)
-    fused = simulate(theta, space, data.sc, method="fused", **kw)
+    kw = dict(protocol=SimProtocol(), device="cuda")
+    ref = simulate(theta, space, data.sc, Simulator(method="euler", dtype="float64", **kw), noise)
+    fused = simulate(theta, space, data.sc, Simulator(method="fused", **kw), noise)
     emp = (data.fc, data.fcd_cdf)
     from pmfm.cost import evaluate
 
@@ -211,9 +237,9 @@ def test_compiled_path_draws_the_reference_noise(hcp, mode):
     data, space, theta = hcp
     theta = theta[[1, 3]].repeat_interleave(2, dim=0)  # (4, 10)
     noise = Noise.common(2, [0, 1, 0, 1]) if mode == "common" else Noise.independent(2, [5, 6, 7, 99])
-    kw = dict(protocol=TINY, noise=noise, device=DEVICE, coupling="matmul", record_s=True)
-    compiled = simulate(theta, space, data.sc, method="compiled", **kw)
-    plain = simulate(theta, space, data.sc, method="euler", **kw)
+    kw = dict(protocol=TINY, device=DEVICE, coupling="matmul")
+    compiled = simulate(theta, space, data.sc, Simulator(method="compiled", **kw), noise, record_s=True)
+    plain = simulate(theta, space, data.sc, Simulator(method="euler", **kw), noise, record_s=True)
     if DEVICE == "cpu":  # eager: the same operations in the same order, so the same bits
         assert torch.equal(compiled.s, plain.s) and torch.equal(compiled.bold, plain.bold)
     else:  # compiled kernels and CUDA graphs: the same runs to float32 rounding

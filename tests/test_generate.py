@@ -5,29 +5,29 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import tiny_overrides
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from pmfm.datasets.store import DatasetError, ShardStore, load_dataset, rows_checksum
-from pmfm.generate import run
+from pmfm.pipelines.dataset import make_dataset
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SMALL = ["dataset.shard_size=6", "dataset.chunk_size=2", "dataset.num_shards=2", "progress=false"]
 
 
 def _cfg(folder, root, *extra):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("generate", overrides=[*tiny_overrides(folder), f"root={root}", *SMALL, *extra])
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
+        return compose(
+            "generate", overrides=[*tiny_overrides(folder), f"paths.datasets={root}", *SMALL, *extra]
+        )
 
 
 def _generate(folder, root, tmp_path, *extra):
     out = tmp_path / f"run_{len(list(tmp_path.glob('run_*')))}"
     out.mkdir()
-    return run(_cfg(folder, root, *extra), out)
+    return make_dataset(_cfg(folder, root, *extra), out)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -36,7 +36,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def test_sobol_dataset_rows_and_manifest(tiny_folder, tmp_path):
     manifest = _generate(tiny_folder, tmp_path / "ds", tmp_path)
-    rows = load_dataset(tmp_path / "ds" / "sobol_r3")
+    rows = load_dataset(tmp_path / "ds" / "sobol_pmfm_100tr_r3")
     assert manifest["complete"] and manifest["counts"]["rows"] == 12
     assert sorted(rows["sample_id"].tolist()) == list(range(12))  # no sample lost or duplicated
     assert np.all(rows["repeats"] == 3) and np.all(rows["start"] == -1)
@@ -49,22 +49,25 @@ def test_sobol_dataset_rows_and_manifest(tiny_folder, tmp_path):
 def test_two_shard_indices_are_disjoint_and_make_the_whole(tiny_folder, tmp_path):
     _generate(tiny_folder, tmp_path / "one", tmp_path)
     _generate(tiny_folder, tmp_path / "split", tmp_path, "dataset.shard_index=1")
-    part = load_dataset(tmp_path / "split" / "sobol_r3")
+    part = load_dataset(tmp_path / "split" / "sobol_pmfm_100tr_r3")
     assert set(part["shard"].tolist()) == {1}
     _generate(tiny_folder, tmp_path / "split", tmp_path, "dataset.shard_index=0")
-    assert _same(load_dataset(tmp_path / "one" / "sobol_r3"), load_dataset(tmp_path / "split" / "sobol_r3"))
+    assert _same(
+        load_dataset(tmp_path / "one" / "sobol_pmfm_100tr_r3"),
+        load_dataset(tmp_path / "split" / "sobol_pmfm_100tr_r3"),
+    )
 
 
 def test_corrupt_shard_is_detected_and_regenerated(tiny_folder, tmp_path):
     root = tmp_path / "ds"
     _generate(tiny_folder, root, tmp_path)
-    before = load_dataset(root / "sobol_r3")
-    shard = ShardStore(root / "sobol_r3").shard_path(1)
+    before = load_dataset(root / "sobol_pmfm_100tr_r3")
+    shard = ShardStore(root / "sobol_pmfm_100tr_r3").shard_path(1)
     shard.write_bytes(shard.read_bytes()[:100])  # truncated
     with pytest.warns(UserWarning, match="shard_00001.npz: corrupt or truncated"):
         manifest = _generate(tiny_folder, root, tmp_path)
     assert manifest["complete"]
-    assert _same(before, load_dataset(root / "sobol_r3"))
+    assert _same(before, load_dataset(root / "sobol_pmfm_100tr_r3"))
 
 
 def test_manifest_from_another_config_is_refused(tiny_folder, tmp_path):
@@ -84,7 +87,7 @@ def test_cmaes_dataset_records_runs_and_generations(tiny_folder, tmp_path):
         "dataset.cmaes.max_generations=2",
         "dataset.cmaes.n_starts=3",
     )
-    rows = load_dataset(tmp_path / "ds" / "cmaes_r3")
+    rows = load_dataset(tmp_path / "ds" / "cmaes_pmfm_100tr_r3")
     assert manifest["complete"] and len(rows["sample_id"]) == 3 * 2 * 6
     assert len(set(rows["sample_id"].tolist())) == len(rows["sample_id"])
     for start in range(3):  # each run lives in shard start % 2, generations 0 and 1
@@ -94,7 +97,15 @@ def test_cmaes_dataset_records_runs_and_generations(tiny_folder, tmp_path):
 
 
 def _cli(folder, root, *extra):
-    args = [sys.executable, "-m", "pmfm.generate", *tiny_overrides(folder), f"root={root}", *SMALL, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "pmfm.generate",
+        *tiny_overrides(folder),
+        f"paths.datasets={root}",
+        *SMALL,
+        *extra,
+    ]
     return args + [f"hydra.run.dir={root}/_run"]
 
 
@@ -107,7 +118,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_dataset(tiny_folder, 
         "dataset.cmaes.max_generations=3",
     ]
     extra = extra if strategy == "cmaes" else []
-    name = f"{strategy}_r3"
+    name = f"{strategy}_pmfm_100tr_r3"
     reference = subprocess.run(_cli(tiny_folder, tmp_path / "ref", *extra), capture_output=True, timeout=300)
     assert reference.returncode == 0, reference.stderr.decode()[-2000:]
 
@@ -136,5 +147,5 @@ def test_joblib_launcher_fills_two_shards(tiny_folder, tmp_path):
     args.append(f"hydra.sweep.dir={tmp_path}/sweep")
     proc = subprocess.run(args, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    rows = load_dataset(tmp_path / "ds" / "sobol_r3")
+    rows = load_dataset(tmp_path / "ds" / "sobol_pmfm_100tr_r3")
     assert sorted(set(rows["shard"].tolist())) == [0, 1] and len(rows["sample_id"]) == 12

@@ -6,8 +6,8 @@ import torch
 
 from pmfm.data import load_bundled
 from pmfm.params import ParamSpace, RegionalParams
-from pmfm.sim.dynamics import SC_SCALE, A, B, J, firing_rate, neural_drift, noise_scale
-from pmfm.sim.linearized import (
+from pmfm.physics.dynamics import SC_SCALE, A, B, J, firing_rate, neural_drift, noise_scale
+from pmfm.physics.linearized import (
     BARRIER_CAP,
     BRANCH_NAMES,
     BRANCH_TARGET_NAMES,

@@ -233,7 +233,7 @@ def test_validity_target_from_the_y_column_without_batch_valid(geometry):
 
 def test_outputs_stay_in_their_ranges_for_extreme_inputs(geometry):
     module = make_module(
-        geometry, terms=["fc_cost", "ks", "fc_l1"], target_names=["valid", "fc_cost", "ks", "fc_l1"]
+        geometry, terms=["fc_cost", "ks", "fc_l1"], output_names=["valid", "fc_cost", "ks", "fc_l1"]
     )
     u = torch.cat([torch.full((2, 10), -1e4), torch.full((2, 10), 1e4), torch.rand(4, 10)])
     u[0, ::2] = 1e4
@@ -248,7 +248,7 @@ def test_outputs_stay_in_their_ranges_for_extreme_inputs(geometry):
 
 def test_l1_total_and_term_checks(geometry):
     names = ["valid", "fc_cost", "fc_l1", "ks"]
-    module = make_module(geometry, terms=["fc_cost", "ks", "fc_l1"], target_names=names, use_l1_in_total=True)
+    module = make_module(geometry, terms=["fc_cost", "ks", "fc_l1"], output_names=names, use_l1_in_total=True)
     out = module.predict_normalised(torch.rand(5, 10))
     assert set(out) == {"fc_cost", "ks", "fc_l1", "total", "p_valid"}
     torch.testing.assert_close(out["total"], out["fc_cost"] + out["ks"] + out["fc_l1"])
@@ -258,10 +258,10 @@ def test_l1_total_and_term_checks(geometry):
     assert float(module.losses(z, batch)["loss_cost"]) == pytest.approx(expected)
     with pytest.raises(ValueError, match="fc_l1"):
         make_module(geometry, use_l1_in_total=True)
-    with pytest.raises(ValueError, match="target_names"):
-        make_module(geometry, terms=["fc_cost", "ks"], target_names=["valid", "fc_cost"])
+    with pytest.raises(ValueError, match="output_names"):
+        make_module(geometry, terms=["fc_cost", "ks"], output_names=["valid", "fc_cost"])
     with pytest.raises(ValueError, match="terms"):
-        make_module(geometry, terms=["fc_cost"], target_names=names)
+        make_module(geometry, terms=["fc_cost"], output_names=names)
 
 
 def test_ensemble_means_spreads_and_summed_member_losses(geometry):

@@ -9,7 +9,7 @@ from scipy.optimize import linprog
 
 from pmfm.data import bundled_path, load_bundled
 from pmfm.params import COEFFICIENT_NAMES, Bounds, ParamError, ParamSpace, read_params_csv
-from pmfm.sim import INTEGRATORS, SimProtocol, simulate
+from pmfm.sim import SimProtocol, Simulator, simulate
 
 EXAMPLE_CSV = bundled_path().parent / "kong2021_example.csv"
 BLOCKS = {"w": slice(0, 3), "I": slice(3, 6), "sigma": slice(7, 10)}  # coefficient columns per map
@@ -307,13 +307,13 @@ def test_simulate_refuses_out_of_bound_sets_before_simulating(space, example, da
     def boom(*args, **kwargs):
         raise AssertionError("the integrator ran on an infeasible set")
 
-    monkeypatch.setitem(INTEGRATORS, "euler", boom)
-    protocol = SimProtocol.shortened(n_tr=5)
+    monkeypatch.setattr("pmfm.sim.euler.integrate_euler", boom)
+    simulator = Simulator(protocol=SimProtocol.shortened(n_tr=5))
     bad = example[:2].clone()
     bad[1, 6] = 0.5
     with pytest.raises(ParamError, match=re.escape("set 1: G = 0.5")):
-        simulate(bad, space, data.sc, protocol=protocol)
+        simulate(bad, space, data.sc, simulator)
     bad = example[:1].clone()
     bad[0, 0] = float("nan")
     with pytest.raises(ParamError, match="set 0: non-finite value in w0"):
-        simulate(bad, space, data.sc, protocol=protocol)
+        simulate(bad, space, data.sc, simulator)

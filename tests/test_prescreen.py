@@ -5,7 +5,8 @@ import pytest
 import torch
 from test_search import BoxSpace, P, checked, small_settings, sphere
 
-from pmfm.search import FunctionObjective, MultiStartCMAES
+from pmfm.evaluate import FunctionObjective
+from pmfm.search import MultiStartCMAES
 from pmfm.search.prescreen import UNSIMULATED_GAP, PrescreenedObjective
 
 

@@ -7,18 +7,8 @@ import pytest
 import torch
 from conftest import TINY_TR
 
-from pmfm.search import (
-    CRN_STRIDE,
-    CMAESSettings,
-    FunctionObjective,
-    MultiStartCMAES,
-    Objective,
-    SimulatorObjective,
-    chi_n,
-    crn_seed,
-    kong_constants,
-    kong_stds,
-)
+from pmfm.evaluate import CRN_STRIDE, FunctionObjective, Objective, SimulatorObjective, crn_seed
+from pmfm.search import CMAESSettings, MultiStartCMAES, chi_n, kong_constants, kong_stds
 
 P = 10  # the coefficient space: w0..w2, I0..I2, G, s0..s2
 

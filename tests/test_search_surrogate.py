@@ -1,22 +1,20 @@
 """Search against a surrogate: exact projection, projected Adam, the surrogate objective, the callback."""
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_diverse_and_feasible, tiny_overrides, write_synthetic_dataset
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from pmfm.data import load_bundled
 from pmfm.params import ParamSpace
+from pmfm.pipelines.config import simulator_of
 from pmfm.search.gradient import AdamSettings, projected_adam
 from pmfm.search.projection import FeasibleProjection
 from pmfm.search.runner import SearchSettings, surrogate_search
 from pmfm.search.surrogate import INFEASIBLE_SCORE, SurrogateObjective, SurrogateScore
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture(scope="module")
@@ -124,29 +122,28 @@ def test_surrogate_search_returns_feasible_diverse_candidates_that_beat_random(s
 def test_callback_under_fast_dev_run_logs_the_resimulated_best(tiny_folder, tmp_path):
     from pmfm.data import load_folder
     from pmfm.evaluate import evaluate_params
-    from pmfm.sim.simulator import Simulator
-    from pmfm.train import train
+    from pmfm.pipelines.train import train_surrogate
 
     space = ParamSpace(load_folder(tiny_folder, "test", n_tr=100).basis())
     dataset = write_synthetic_dataset(tmp_path / "ds", space, n_runs=6, per_run=20)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
                 *tiny_overrides(tiny_folder),
-                f"dataset_dir={dataset}",
+                f"dataset.folder={dataset}",
                 "logger=csv",
                 "+trainer.fast_dev_run=true",
                 "trainer.accelerator=cpu",
                 "search.popsize=10",
                 "search.mu=3",
                 "search.max_generations=5",
-                "search_callback.n_starts=2",
+                "search.n_starts=2",
                 "search_callback.top_k=2",
                 "search_callback.seed=4",
             ],
         )
-    metrics = train(cfg, tmp_path / "run")
+    metrics = train_surrogate(cfg, tmp_path / "run")
     assert {"search/pred_best", "search/sim_best", "search/sim_of_pred_best"} <= set(metrics)
     rows = list(csv.DictReader((tmp_path / "run" / "search" / "candidates_final.csv").open()))
     assert len(rows) == 2  # search_callback.top_k candidates re-simulated
@@ -156,7 +153,7 @@ def test_callback_under_fast_dev_run_logs_the_resimulated_best(tiny_folder, tmp_
     assert (tmp_path / "run" / "search" / "convergence_final.png").is_file()
     # the logged cost is a real simulation: simulate the same sets again, same noise, same costs
     theta = torch.tensor([[float(r[n]) for n in space.names] for r in rows], dtype=torch.float64)
-    simulator = Simulator.from_config(cfg.simulator, "cpu")
+    simulator = simulator_of(cfg)
     data = load_folder(tiny_folder, "test", n_tr=100)
     again = evaluate_params(theta, space, data, simulator, repeats=cfg.dataset.repeats, seed=4).costs.total
     np.testing.assert_allclose(again.numpy(), sim, rtol=1e-6)

@@ -8,7 +8,8 @@ import torch
 
 from pmfm.data import load_bundled
 from pmfm.params import ParamSpace, RegionalParams
-from pmfm.sim import Noise, SimProtocol, balloon, dynamics, simulate
+from pmfm.physics import balloon, dynamics
+from pmfm.sim import Noise, SimProtocol, Simulator, simulate
 from pmfm.sim.euler import integrate_euler
 from pmfm.sim.noise import _mix64_int, keyed_normals, stream_base
 from pmfm.sim.odeint import integrate_odeint
@@ -212,9 +213,9 @@ SHORT = SimProtocol.shortened(n_tr=20, warmup_steps=50)
 def test_same_seed_same_bold_and_seed_matters(hcp):
     data, space = hcp
     theta = space.random_start(3, np.random.default_rng(0))
-    a = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.independent(1))
-    b = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.independent(1))
-    c = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.independent(2))
+    a = simulate(theta, space, data.sc, Simulator(protocol=SHORT), Noise.independent(1))
+    b = simulate(theta, space, data.sc, Simulator(protocol=SHORT), Noise.independent(1))
+    c = simulate(theta, space, data.sc, Simulator(protocol=SHORT), Noise.independent(2))
     assert torch.equal(a.bold, b.bold)
     assert not torch.allclose(a.bold, c.bold)
 
@@ -224,21 +225,21 @@ def test_results_do_not_depend_on_chunking(hcp, dtype):
     data, space = hcp
     theta = space.random_start(7, np.random.default_rng(1))
     keys = torch.arange(100, 107)
-    whole = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.independent(5, keys), dtype=dtype)
+    whole = simulate(
+        theta, space, data.sc, Simulator(protocol=SHORT, dtype=dtype), Noise.independent(5, keys)
+    )
     for chunk in (1, 3, 4):
         parts = simulate(
             theta,
             space,
             data.sc,
-            protocol=SHORT,
-            noise=Noise.independent(5, keys),
-            dtype=dtype,
-            chunk_size=chunk,
+            Simulator(protocol=SHORT, dtype=dtype, chunk_size=chunk),
+            Noise.independent(5, keys),
         )
         assert torch.equal(parts.bold, whole.bold)
     # simulated in separate calls, keyed by their ids, the sets give the same BOLD
     tail = simulate(
-        theta[4:], space, data.sc, protocol=SHORT, noise=Noise.independent(5, keys[4:]), dtype=dtype
+        theta[4:], space, data.sc, Simulator(protocol=SHORT, dtype=dtype), Noise.independent(5, keys[4:])
     )
     assert torch.equal(tail.bold, whole.bold[4:])
 
@@ -247,7 +248,7 @@ def test_common_random_numbers_share_noise_within_a_repeat(hcp):
     data, space = hcp
     theta = space.random_start(1, np.random.default_rng(2)).repeat(4, 1)  # one set, 4 simulations
     repeats = torch.tensor([0, 1, 0, 1])
-    out = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.common(9, repeats))
+    out = simulate(theta, space, data.sc, Simulator(protocol=SHORT), Noise.common(9, repeats))
     assert torch.equal(out.bold[0], out.bold[2]) and torch.equal(out.bold[1], out.bold[3])
     assert not torch.allclose(out.bold[0], out.bold[1])
     stream = Noise.common(9, repeats).stream(4, 68, 10, torch.float32, "cpu")
@@ -260,7 +261,7 @@ def test_nan_simulation_flagged_invalid_not_raised(hcp):
     theta = space.random_start(3, np.random.default_rng(3))
     xi = torch.randn(3, 68, SHORT.total_steps, dtype=torch.float64)
     xi[1, 5, 200] = float("nan")
-    out = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.explicit(xi))
+    out = simulate(theta, space, data.sc, Simulator(protocol=SHORT), Noise.explicit(xi))
     assert out.valid.tolist() == [True, False, True]
     assert torch.isfinite(out.bold[0]).all() and torch.isfinite(out.bold[2]).all()
 
@@ -279,15 +280,9 @@ def test_euler_and_torchdiffeq_agree_on_deterministic_run(hcp):
     )
     protocol = SimProtocol.shortened(n_tr=40, warmup_steps=100)
     zero = Noise.explicit(torch.zeros(1, 68, protocol.total_steps, dtype=torch.float64))
-    a = simulate(theta, space, data.sc, protocol=protocol, noise=zero, dtype=torch.float64)
+    a = simulate(theta, space, data.sc, Simulator(protocol=protocol, dtype=torch.float64), zero)
     b = simulate(
-        theta,
-        space,
-        data.sc,
-        protocol=protocol,
-        noise=zero,
-        dtype=torch.float64,
-        method="torchdiffeq",
+        theta, space, data.sc, Simulator(protocol=protocol, dtype=torch.float64, method="torchdiffeq"), zero
     )
     rel = (a.bold - b.bold).norm() / a.bold.norm()
     assert rel < 0.02
@@ -296,6 +291,6 @@ def test_euler_and_torchdiffeq_agree_on_deterministic_run(hcp):
 def test_float32_and_float64_agree_for_the_same_noise(hcp):
     data, space = hcp
     theta = space.random_start(2, np.random.default_rng(5))
-    a = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.independent(3), dtype=torch.float32)
-    b = simulate(theta, space, data.sc, protocol=SHORT, noise=Noise.independent(3), dtype=torch.float64)
+    a = simulate(theta, space, data.sc, Simulator(protocol=SHORT, dtype=torch.float32), Noise.independent(3))
+    b = simulate(theta, space, data.sc, Simulator(protocol=SHORT, dtype=torch.float64), Noise.independent(3))
     assert ((a.bold.double() - b.bold).norm() / b.bold.norm()) < 1e-3

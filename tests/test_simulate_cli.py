@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_REGIONS, TINY_TR, tiny_overrides
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from pmfm.cost import cost_variant
 from pmfm.data import load_folder
 from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace
-from pmfm.sim.simulator import Simulator
-from pmfm.simulate import COST_COLUMNS, run
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+from pmfm.pipelines.config import simulator_of
+from pmfm.pipelines.simulate import COST_COLUMNS, simulate_sets
 
 
 def _sets(path: Path) -> Path:
@@ -33,13 +31,13 @@ def _sets(path: Path) -> Path:
 
 def test_simulate_writes_costs_bold_and_figure(tiny_folder, tmp_path):
     params = _sets(tmp_path / "sets.csv")
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
         cfg = compose(
             "simulate", overrides=[*tiny_overrides(tiny_folder), f"params_csv={params}", "repeats=2"]
         )
     out = tmp_path / "run"
     out.mkdir()
-    mean_total = run(cfg, out)
+    mean_total = simulate_sets(cfg, out)
 
     header = (out / "costs.csv").read_text().splitlines()[0]
     assert header.split(",") == list(COST_COLUMNS)
@@ -53,7 +51,7 @@ def test_simulate_writes_costs_bold_and_figure(tiny_folder, tmp_path):
     assert (out / "fc_fcd.png").stat().st_size > 10_000
 
     # the same numbers as the library called directly with the same seed
-    sim = Simulator.from_config(cfg.simulator, "cpu")
+    sim = simulator_of(cfg)
     data = load_folder(tiny_folder, "test", n_tr=TINY_TR)
     space = ParamSpace(data.basis())
     theta = torch.tensor(np.loadtxt(params, delimiter=",", skiprows=1))
@@ -115,10 +113,10 @@ def test_regional_space_gives_the_same_costs_as_its_coefficients(tiny_folder, tm
         [f"params_csv={params}"],
         [f"params_csv={tmp_path / 'regional.csv'}", "param_space=regional"],
     ):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        with initialize_config_module("pmfm.conf", version_base="1.3"):
             cfg = compose("simulate", overrides=[*tiny_overrides(tiny_folder), *overrides, "plot=false"])
         out = tmp_path / f"run{len(totals)}"
         out.mkdir()
-        run(cfg, out)
+        simulate_sets(cfg, out)
         totals.append(np.loadtxt(out / "costs.csv", delimiter=",", skiprows=1)[:, 3])
     np.testing.assert_allclose(totals[0], totals[1], rtol=1e-5)

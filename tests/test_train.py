@@ -9,24 +9,26 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_synthetic_dataset
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-from pmfm.compare import compare
+import pmfm.conf
 from pmfm.data import load_bundled
 from pmfm.models import SurrogateModule
 from pmfm.params import ParamSpace
-from pmfm.predict import predict_csv
-from pmfm.train import train
+from pmfm.pipelines.compare import compare
+from pmfm.pipelines.predict import predict_csv
+from pmfm.pipelines.train import train_surrogate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(pmfm.conf.__file__).parent
 FAST = [
     "logger=csv",
     "trainer.max_epochs=3",
-    "batch_size=64",
+    "datamodule.batch_size=64",
     "trainer.accelerator=cpu",
     "device=cpu",
     "search_callback.enabled=false",  # a full-protocol re-simulation (~20 s); tested elsewhere
-    "model=mlp",  # the coefficient MLP unless a test names another (mlp_lna: its own test)
+    "model=mlp",  # on the coefficients unless a test names another (the linearised features: its own test)
+    "model.network_hparams.features=coefficients",
 ]
 
 
@@ -37,13 +39,18 @@ def dataset(tmp_path_factory):
 
 
 def _cfg(dataset, *overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[f"dataset_dir={dataset}", *FAST, *overrides])
+    fast = (
+        [o for o in FAST if not o.startswith("model")]
+        if any(o.startswith("model=") for o in overrides)
+        else FAST
+    )
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
+        return compose("train", overrides=[f"dataset.folder={dataset}", *fast, *overrides])
 
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_every_model_config_instantiates_and_predicts(dataset, model):
-    from pmfm.train import data_hparams
+    from pmfm.pipelines.train import data_hparams
 
     cfg = _cfg(dataset, f"model={model}")
     space = ParamSpace(load_bundled().basis())
@@ -52,7 +59,7 @@ def test_every_model_config_instantiates_and_predicts(dataset, model):
         network=cfg.model.network,
         network_hparams=dict(cfg.model.network_hparams) | data_hparams(cfg.model, data),
         terms=["fc_cost", "ks"],
-        target_names=list(cfg.targets),
+        output_names=list(cfg.datamodule.outputs),
         box=space.box.tolist(),
         basis=data.basis().tolist(),
         sc=data.sc.tolist(),
@@ -63,7 +70,7 @@ def test_every_model_config_instantiates_and_predicts(dataset, model):
 
 
 def test_train_mlp_end_to_end(dataset, tmp_path):
-    metrics = train(_cfg(dataset, "trainer.max_epochs=25"), tmp_path)
+    metrics = train_surrogate(_cfg(dataset, "trainer.max_epochs=25"), tmp_path)
     assert (tmp_path / "pred_vs_sim.png").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["test/spearman"] == pytest.approx(metrics["test/spearman"])
@@ -83,7 +90,7 @@ def test_train_mlp_end_to_end(dataset, tmp_path):
 
 
 def test_train_mlp_lna_reloads_with_its_target_fc(dataset, tmp_path):
-    metrics = train(_cfg(dataset, "model=mlp_lna", "trainer.max_epochs=2"), tmp_path)
+    metrics = train_surrogate(_cfg(dataset, "model=mlp_lna", "trainer.max_epochs=2"), tmp_path)
     assert np.isfinite(metrics["test/mae_total"])
     model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
     data = load_bundled()
@@ -95,10 +102,10 @@ def test_train_mlp_lna_reloads_with_its_target_fc(dataset, tmp_path):
 
 
 def test_resume_from_checkpoint_continues(dataset, tmp_path):
-    train(_cfg(dataset, "trainer.max_epochs=2"), tmp_path / "a")
+    train_surrogate(_cfg(dataset, "trainer.max_epochs=2"), tmp_path / "a")
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     first = torch.load(last, map_location="cpu", weights_only=False)
-    train(_cfg(dataset, "trainer.max_epochs=4", f"ckpt_path={last}"), tmp_path / "b")
+    train_surrogate(_cfg(dataset, "trainer.max_epochs=4", f"ckpt_path={last}"), tmp_path / "b")
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert resumed["epoch"] == first["epoch"] + 2  # two more epochs after the restored ones
     assert resumed["global_step"] == 2 * first["global_step"]
@@ -112,7 +119,7 @@ def _cli(*args, timeout=600):
 
 def test_multirun_two_seeds_then_compare(dataset, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _cli("-m", f"dataset_dir={dataset}", *FAST, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    proc = _cli("-m", f"dataset.folder={dataset}", *FAST, "seed=1,2", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]
     assert len(runs) == 2
@@ -122,7 +129,7 @@ def test_multirun_two_seeds_then_compare(dataset, tmp_path):
 
 
 def test_wandb_logger_is_offline_and_finishes(dataset, tmp_path):
-    proc = _cli(f"dataset_dir={dataset}", *FAST[1:], "logger=wandb", f"hydra.run.dir={tmp_path}",
+    proc = _cli(f"dataset.folder={dataset}", *FAST[1:], "logger=wandb", f"hydra.run.dir={tmp_path}",
                 "trainer.max_epochs=2")  # fmt:skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
@@ -134,14 +141,14 @@ def test_wandb_logger_is_offline_and_finishes(dataset, tmp_path):
 
 def test_ddp_on_cpu_with_two_processes(dataset, tmp_path):
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2"]
-    proc = _cli(f"dataset_dir={dataset}", *FAST, *ddp, f"hydra.run.dir={tmp_path}")
+    proc = _cli(f"dataset.folder={dataset}", *FAST, *ddp, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert "test/spearman" in json.loads((tmp_path / "metrics.json").read_text())
 
 
 def test_optuna_sweep_runs_trials(dataset, tmp_path):
-    proc = _cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"dataset_dir={dataset}", *FAST,
+    proc = _cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"dataset.folder={dataset}", *FAST,
                 "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}")  # fmt:skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "optimization_results.yaml").is_file()
@@ -159,22 +166,26 @@ def test_dataset_made_with_another_cost_variant_is_refused(dataset, tmp_path):
     manifest["config"]["cost"] = {"variant": "kong2021"}
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="cost=kong2021 .* cost=delssome"):
-        train(_cfg(copy, "cost=delssome", "targets=[valid,fc_cost,ks,fc_l1]"), tmp_path / "run")
+        train_surrogate(
+            _cfg(copy, "cost=delssome", "datamodule.outputs=[valid,fc_cost,ks,fc_l1]"), tmp_path / "run"
+        )
 
 
 def test_mlp_inputs_are_standardised_with_the_training_split(dataset, tmp_path):
     from pmfm.datasets import PMFMDataModule
-    from pmfm.train import input_statistics
+    from pmfm.pipelines.train import input_statistics
 
     cfg = _cfg(dataset)
     space = ParamSpace(load_bundled().basis())
-    dm = PMFMDataModule(dataset, space, targets=tuple(cfg.targets), split=tuple(cfg.split))
+    dm = PMFMDataModule(
+        dataset, space, outputs=tuple(cfg.datamodule.outputs), split=tuple(cfg.datamodule.split)
+    )
     stats = input_statistics(cfg.model, dm)
     x = dm.dataset("train").x
     np.testing.assert_allclose(stats["input_mean"], x.mean(0).numpy(), rtol=1e-6)
     np.testing.assert_allclose(stats["input_std"], x.std(0).numpy(), rtol=1e-6)
     assert input_statistics(_cfg(dataset, "model=gnn").model, dm) == {}  # regional inputs are already scaled
-    train(_cfg(dataset, "trainer.max_epochs=1"), tmp_path)
+    train_surrogate(_cfg(dataset, "trainer.max_epochs=1"), tmp_path)
     model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
     np.testing.assert_allclose(model.net.input_mean.numpy(), stats["input_mean"], rtol=1e-6)
 
@@ -182,7 +193,7 @@ def test_mlp_inputs_are_standardised_with_the_training_split(dataset, tmp_path):
 def test_train_conditioned_transformer_serves_another_group(dataset, tmp_path):
     from pmfm.models.conditioning import empirical_condition
 
-    train(_cfg(dataset, "model=transformer_cond", "trainer.max_epochs=1"), tmp_path)
+    train_surrogate(_cfg(dataset, "model=transformer_cond", "trainer.max_epochs=1"), tmp_path)
     model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
     data = load_bundled()
     own = empirical_condition(data.fc, data.fcd_cdf)
@@ -195,7 +206,7 @@ def test_train_conditioned_transformer_serves_another_group(dataset, tmp_path):
     assert (model.predict(theta, condition=weaker)["total"] - pred).abs().max() > 1e-6
     from omegaconf import OmegaConf
 
-    from pmfm.predict import group_condition
+    from pmfm.pipelines.predict import group_condition
 
     np.savetxt(tmp_path / "sets.csv", theta.numpy(), delimiter=",")  # pmfm.predict condition.split=vali
     vali = group_condition(OmegaConf.create({"path": None, "split": "vali"}))

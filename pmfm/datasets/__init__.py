@@ -1,17 +1,24 @@
-"""Simulator-made datasets: the shard store (numpy only) and, loaded lazily, the Lightning datamodule.
+"""Simulator-made datasets: samplers of the feasible set, the sharded resumable store and the
+Lightning DataModule that serves it for training."""
 
-``import pmfm.datasets`` stays light (no Lightning, no simulator): ``PMFMDataModule`` is imported
-from `pmfm.datasets.datamodule` on first access.
-"""
+from pmfm.datasets.datamodule import PMFMDataModule
+from pmfm.datasets.store import (
+    BUNDLED_DATASETS,
+    COLUMNS,
+    RATE_COLUMNS,
+    DatasetError,
+    ShardStore,
+    load_dataset,
+    rows_from,
+)
 
-from pmfm.datasets.store import COLUMNS, RATE_COLUMNS, DatasetError, ShardStore, load_dataset
-
-__all__ = ["COLUMNS", "RATE_COLUMNS", "DatasetError", "PMFMDataModule", "ShardStore", "load_dataset"]
-
-
-def __getattr__(name: str):
-    if name == "PMFMDataModule":
-        from pmfm.datasets.datamodule import PMFMDataModule
-
-        return PMFMDataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "BUNDLED_DATASETS",
+    "COLUMNS",
+    "RATE_COLUMNS",
+    "DatasetError",
+    "PMFMDataModule",
+    "ShardStore",
+    "load_dataset",
+    "rows_from",
+]

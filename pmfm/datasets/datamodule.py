@@ -21,10 +21,10 @@ shares train and val, test empty). Empty val/test splits give loaders with no ba
 train split raises when its loader is asked for.
 
 Every batch is a dict of tensors: ``x`` (B, P) float32 coefficients normalised to [0, 1] by the
-ParamSpace's box, ``y`` (B, T) float32 targets in ``target_names`` order, ``valid`` (B,) bool,
+ParamSpace's box, ``y`` (B, T) float32 outputs in ``output_names`` order, ``valid`` (B,) bool,
 True when both n_valid_fc and n_valid_fcd are positive. Targets of invalid samples are kept as
 stored (the cost's ``invalid_value``, 10 in the "fit" stage): the loss is expected to mask the cost
-targets with ``valid``; the "valid" target itself (1.0 / 0.0) is meaningful for every row.
+outputs with ``valid``; the "valid" target itself (1.0 / 0.0) is meaningful for every row.
 
 Datasets with at most ``stream_rows`` rows are loaded once into memory; larger ones stream from
 their shards (an IterableDataset, one shard at a time, shards dealt to DataLoader workers and DDP
@@ -57,7 +57,7 @@ from torch.utils.data import (
 from pmfm.datasets.store import DatasetError, ShardStore, load_dataset
 from pmfm.params import ParamSpace
 
-TARGETS = ("valid", "fc_cost", "fc_l1", "ks", "total")  # "valid": both n_valid counts > 0
+OUTPUTS = ("valid", "fc_cost", "fc_l1", "ks", "total")  # "valid": both n_valid counts > 0
 SPLITS = ("train", "val", "test")
 
 
@@ -136,32 +136,32 @@ def _complete_shards(store: ShardStore, manifest: dict) -> tuple[int, list[int]]
 
 
 # -- rows -> tensors --------------------------------------------------------------------------------
-def encode_targets(rows: dict[str, np.ndarray], targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(n, T) float32 targets in ``targets`` order and (n,) bool validity of dataset rows."""
+def encode_outputs(rows: dict[str, np.ndarray], outputs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, T) float32 outputs in ``outputs`` order and (n,) bool validity of dataset rows."""
     valid = (rows["n_valid_fc"] > 0) & (rows["n_valid_fcd"] > 0)
-    cols = [valid if t == "valid" else rows[t] for t in targets]
-    y = np.stack(cols, axis=1).astype(np.float32) if len(valid) else np.zeros((0, len(targets)), np.float32)
+    cols = [valid if t == "valid" else rows[t] for t in outputs]
+    y = np.stack(cols, axis=1).astype(np.float32) if len(valid) else np.zeros((0, len(outputs)), np.float32)
     return y, valid
 
 
-def encode(rows: dict[str, np.ndarray], space: ParamSpace, targets: Sequence[str]) -> dict[str, torch.Tensor]:
+def encode(rows: dict[str, np.ndarray], space: ParamSpace, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
     """A batch dict ``x`` (n, P) float32 normalised, ``y`` (n, T) float32, ``valid`` (n,) bool."""
-    y, valid = encode_targets(rows, targets)
+    y, valid = encode_outputs(rows, outputs)
     x = space.normalise(torch.from_numpy(np.asarray(rows["theta"], dtype=np.float64))).to(torch.float32)
     return {"x": x, "y": torch.from_numpy(y), "valid": torch.from_numpy(valid)}
 
 
 class _Moments:
-    """Per-target count, mean and std; cost targets over valid rows only, "valid" over all rows."""
+    """Per-output count, mean and std; cost outputs over valid rows only, "valid" over all rows."""
 
-    def __init__(self, targets: Sequence[str]):
-        self.targets = tuple(targets)
-        self.n = np.zeros(len(targets))
-        self.sum = np.zeros(len(targets))
-        self.sumsq = np.zeros(len(targets))
+    def __init__(self, outputs: Sequence[str]):
+        self.outputs = tuple(outputs)
+        self.n = np.zeros(len(outputs))
+        self.sum = np.zeros(len(outputs))
+        self.sumsq = np.zeros(len(outputs))
 
     def update(self, y: np.ndarray, valid: np.ndarray) -> None:
-        mask = np.stack([np.ones_like(valid) if t == "valid" else valid for t in self.targets], axis=1)
+        mask = np.stack([np.ones_like(valid) if t == "valid" else valid for t in self.outputs], axis=1)
         values = np.where(mask, y.astype(np.float64), 0.0)  # (n, T)
         self.n += mask.sum(0)
         self.sum += values.sum(0)
@@ -173,7 +173,7 @@ class _Moments:
             std = np.sqrt(np.maximum(self.sumsq / self.n - mean**2, 0.0))
         return {
             t: {"mean": float(mean[i]), "std": float(std[i]), "n": int(self.n[i])}
-            for i, t in enumerate(self.targets)
+            for i, t in enumerate(self.outputs)
         }
 
 
@@ -209,13 +209,13 @@ class ShardStream(IterableDataset):
         shards: Sequence[int],
         keys: np.ndarray,
         space: ParamSpace,
-        targets: Sequence[str],
+        outputs: Sequence[str],
         batch_size: int,
         shuffle: bool,
     ):
         self.store = ShardStore(folder)
         self.shards, self.keys = sorted(shards), np.asarray(keys, dtype=np.int64)
-        self.space, self.targets = space, tuple(targets)
+        self.space, self.outputs = space, tuple(outputs)
         self.batch_size, self.shuffle = batch_size, shuffle
         self._passes = 0  # passes made by this copy (persistent workers keep theirs)
 
@@ -247,10 +247,10 @@ class ShardStream(IterableDataset):
 
     def __iter__(self):
         shards, seed = self.my_shards()
-        columns = (*self.COLUMNS, *(t for t in self.targets if t != "valid"))
+        columns = (*self.COLUMNS, *(t for t in self.outputs if t != "valid"))
         pending: dict[str, torch.Tensor] | None = None
         for shard in shards:
-            batch = encode(self.read(shard, columns), self.space, self.targets)
+            batch = encode(self.read(shard, columns), self.space, self.outputs)
             if self.shuffle:
                 perm = torch.from_numpy(np.random.default_rng([seed, shard]).permutation(len(batch["valid"])))
                 batch = {k: v[perm] for k, v in batch.items()}
@@ -273,7 +273,7 @@ def _rank_world() -> tuple[int, int]:
 
 # -- the datamodule ---------------------------------------------------------------------------------
 class PMFMDataModule(L.LightningDataModule):
-    """Normalised parameters -> cost targets from one dataset folder, split by CMA-ES run / shard.
+    """Normalised parameters -> cost outputs from one dataset folder, split by CMA-ES run / shard.
 
     Built from primitive values (plus the ParamSpace that defines the normalised box), so it works
     without Hydra. ``generate`` is a zero-argument callable that creates or finishes the dataset;
@@ -284,7 +284,7 @@ class PMFMDataModule(L.LightningDataModule):
         self,
         folder: str | Path,
         space: ParamSpace,
-        targets: Sequence[str] = ("valid", "fc_cost", "ks", "total"),
+        outputs: Sequence[str] = ("valid", "fc_cost", "ks", "total"),
         split: Sequence[float] = (0.8, 0.1, 0.1),  # row shares of train, val, test (approximate)
         split_seed: int = 0,
         batch_size: int = 256,
@@ -294,14 +294,14 @@ class PMFMDataModule(L.LightningDataModule):
         generate: Callable[[], object] | None = None,
     ):
         super().__init__()
-        unknown = [t for t in targets if t not in TARGETS]
-        if unknown or not targets:
-            raise ValueError(f"targets={tuple(targets)}; expected a non-empty subset of {TARGETS}")
+        unknown = [t for t in outputs if t not in OUTPUTS]
+        if unknown or not outputs:
+            raise ValueError(f"outputs={tuple(outputs)}; expected a non-empty subset of {OUTPUTS}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}; expected >= 1")
         self.folder = Path(folder)
         self.space = space
-        self.target_names = tuple(targets)
+        self.output_names = tuple(outputs)
         self.split = tuple(float(s) for s in split)
         _check_split(self.split)
         self.split_seed, self.batch_size, self.num_workers = split_seed, batch_size, num_workers
@@ -357,7 +357,7 @@ class PMFMDataModule(L.LightningDataModule):
         row_split = np.array([split_of[k] for k in unique.tolist()], dtype=np.int64)[
             np.searchsorted(unique, keys)
         ]
-        batch = encode(rows, self.space, self.target_names)
+        batch = encode(rows, self.space, self.output_names)
         for s, name in enumerate(SPLITS):
             index = torch.from_numpy(np.flatnonzero(row_split == s))
             self._data[name] = RowsDataset(*(batch[k][index] for k in ("x", "y", "valid")))
@@ -383,7 +383,7 @@ class PMFMDataModule(L.LightningDataModule):
                 mine,
                 keys,
                 self.space,
-                self.target_names,
+                self.output_names,
                 self.batch_size,
                 shuffle=name == "train",
             )
@@ -443,15 +443,15 @@ class PMFMDataModule(L.LightningDataModule):
     def stats(self) -> dict[str, dict[str, float]]:
         """Per-target mean, std (population) and count over the train split, for standardising.
 
-        Cost targets count valid rows only (invalid ones hold a placeholder); "valid" counts all.
+        Cost outputs count valid rows only (invalid ones hold a placeholder); "valid" counts all.
         """
         if self._stats is None:
             data = self.dataset("train")
-            moments = _Moments(self.target_names)
+            moments = _Moments(self.output_names)
             if isinstance(data, ShardStream):
-                columns = ("n_valid_fc", "n_valid_fcd", *(t for t in self.target_names if t != "valid"))
+                columns = ("n_valid_fc", "n_valid_fcd", *(t for t in self.output_names if t != "valid"))
                 for shard in data.shards:
-                    moments.update(*encode_targets(data.read(shard, columns), self.target_names))
+                    moments.update(*encode_outputs(data.read(shard, columns), self.output_names))
             elif isinstance(data, RowsDataset):
                 moments.update(data.y.numpy(), data.valid.numpy())
             self._stats = moments.result()

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pmfm.datasets.generation import Progress
 from pmfm.datasets.store import ShardStore, load_dataset
 
 
-def summarise(store: ShardStore, manifest: dict, progress: Progress, out_dir: Path) -> str:
+def summarise(store: ShardStore, manifest: dict, progress, out_dir: Path) -> str:
     """Counts, valid fraction, cost quantiles, speed; writes cost_histogram.png to ``out_dir``."""
     counts = manifest["counts"]
     lines = [

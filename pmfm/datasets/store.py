@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pmfm.cost import Costs
+
+BUNDLED_DATASETS = Path(__file__).parent / "bundled"  # datasets shipped with the package
 # column -> (dtype, trailing shape); theta's width is the parameter space's dimension
 COLUMNS: dict[str, str] = {
     "theta": "float64",  # (n, P) raw coefficients, SPEC section 5 order
@@ -109,6 +112,29 @@ def rows_checksum(rows: dict[str, np.ndarray]) -> str:
             h.update(np.ascontiguousarray(rows[k][i]).tobytes())
         per_row.append(h.hexdigest())
     return hashlib.sha256("".join(sorted(per_row)).encode()).hexdigest()
+
+
+def rows_from(theta, costs: Costs, **ids) -> dict[str, np.ndarray]:
+    """Dataset rows of evaluated parameter sets (a (n, P) tensor); ``ids`` give sample_id, shard,
+    start, generation."""
+    n = len(theta)
+    rows = {
+        "theta": theta.numpy(),
+        "repeats": np.full(n, costs.repeats),
+        "n_valid_fc": costs.n_valid_fc.numpy(),
+        "n_valid_fcd": costs.n_valid_fcd.numpy(),
+        "fc_cost": costs.fc_cost.numpy(),
+        "fc_l1": costs.fc_l1.numpy(),
+        "ks": costs.ks.numpy(),
+        "total": costs.total.numpy(),
+    }
+    for key, value in ids.items():
+        rows[key] = np.broadcast_to(np.asarray(value), (n,)).copy()
+    out = {k: rows[k].astype(t) for k, t in COLUMNS.items()}
+    if costs.mean_rate is not None and costs.n_valid_rate is not None:  # FIC: rates and their validity
+        out["mean_rate"] = costs.mean_rate.numpy().astype(RATE_COLUMNS["mean_rate"])
+        out["n_valid_rate"] = costs.n_valid_rate.numpy().astype(RATE_COLUMNS["n_valid_rate"])
+    return out
 
 
 class ShardStore:

@@ -1,20 +1,11 @@
-"""Surrogates of the simulator: validity and cost terms from normalised parameters (SPEC section 8).
+"""Surrogates of the simulator: validity and cost terms from normalised parameters (docs/surrogates.md).
 
-`SurrogateModule` is the LightningModule (loss, metrics, ``predict``); the networks it wraps live in
-`pmfm.models.networks`; `pmfm.models.metrics` scores ranking quality near the optimum.
+``SurrogateModule`` is the LightningModule (loss, metrics, ``predict``) around a plain network of
+``pmfm.models.networks``; ``pmfm.models.metrics`` scores ranking quality near the optimum.
 """
 
 from pmfm.models.metrics import auroc, pearson, rankdata, spearman, surrogate_report, top_k_recall
-
-
-def __getattr__(name: str):
-    """SurrogateModule needs Lightning; the networks and metrics do not (bare GPU machines)."""
-    if name in ("SurrogateModule", "COST_RANGES"):
-        from pmfm.models import module
-
-        return getattr(module, name)
-    raise AttributeError(name)
-
+from pmfm.models.module import COST_RANGES, SurrogateModule
 
 __all__ = [
     "COST_RANGES",

@@ -23,7 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pmfm.data import load_bundled
 from pmfm.models.metrics import surrogate_report
+from pmfm.models.networks import build_network
+from pmfm.params import Bounds, ParamSpace
 
 COST_RANGES = {  # bounds of each predicted cost term (scaled sigmoid: lo + (hi - lo) * sigmoid(z))
     "fc_cost": (0.0, 2.0),  # 1 - correlation of Fisher-z FC, in [0, 2]
@@ -40,7 +43,8 @@ class SurrogateModule(L.LightningModule):
         network: a name known to ``pmfm.models.networks.build_network``.
         network_hparams: keyword arguments of that network (primitives).
         terms: cost terms to predict, a subset of ``COST_RANGES`` holding fc_cost and ks.
-        target_names: the columns of the batches' ``y`` (the DataModule's targets), to find each term.
+        output_names: the columns of the batches' ``y`` (the DataModule's outputs), to find each term.
+        target_names: the name of ``output_names`` in checkpoints that predate it.
         box: (P, 2) [low, high] of the normalised box (``ParamSpace.box``); default: the bundled data's.
         basis: (N, 3) parameter basis [1, myelin, gradient]; default: the bundled data's.
         sc: (N, N) structural connectivity for networks that use it; default: the bundled train SC.
@@ -62,7 +66,7 @@ class SurrogateModule(L.LightningModule):
         network: str = "mlp",
         network_hparams: dict | None = None,
         terms: Sequence[str] = REQUIRED_TERMS,
-        target_names: Sequence[str] = ("valid", *REQUIRED_TERMS),
+        output_names: Sequence[str] = ("valid", *REQUIRED_TERMS),
         box: Sequence[Sequence[float]] | None = None,
         basis: Sequence[Sequence[float]] | None = None,
         sc: Sequence[Sequence[float]] | None = None,
@@ -73,12 +77,17 @@ class SurrogateModule(L.LightningModule):
         max_epochs_hint: int = 100,
         circuit: str = "pmfm",
         bounds: Mapping[str, Sequence[float]] | None = None,
+        target_names: Sequence[str] | None = None,
     ):
         super().__init__()
-        terms, target_names = [str(t) for t in terms], [str(t) for t in target_names]
-        _check_terms(terms, target_names, use_l1_in_total)
+        output_names = output_names if target_names is None else target_names
+        terms, output_names = [str(t) for t in terms], [str(t) for t in output_names]
+        _check_terms(terms, output_names, use_l1_in_total)
         if box is None or basis is None or sc is None:
-            box, basis, sc = _bundled_defaults(box, basis, sc)
+            bundled = bundled_geometry()
+            basis = bundled["basis"] if basis is None else basis
+            box = ParamSpace(np.asarray(basis, dtype=np.float64)).box if box is None else box
+            sc = bundled["sc"] if sc is None else sc
         # primitives only (plain lists and dicts, never arrays or DictConfigs), so that checkpoints load
         # anywhere; not sent to loggers (the training script logs its config; sc would swamp it)
         network_hparams = _plain(network_hparams or {})
@@ -86,8 +95,8 @@ class SurrogateModule(L.LightningModule):
         bounds = None if bounds is None else _plain(bounds)
         self.save_hyperparameters(logger=False)
         self.terms = tuple(terms)
-        self.term_columns = [target_names.index(t) for t in terms]  # column of each term in y
-        self.valid_column = target_names.index("valid") if "valid" in target_names else None
+        self.term_columns = [output_names.index(t) for t in terms]  # column of each term in y
+        self.valid_column = output_names.index("valid") if "valid" in output_names else None
         self.total_terms = tuple(
             t for t in terms if t in REQUIRED_TERMS or (t == "fc_l1" and use_l1_in_total)
         )
@@ -95,8 +104,6 @@ class SurrogateModule(L.LightningModule):
         self.register_buffer("cost_lo", ranges[:, 0], persistent=False)
         self.register_buffer("cost_span", ranges[:, 1] - ranges[:, 0], persistent=False)
         self.box = torch.tensor(box, dtype=torch.float64)  # (P, 2), normalises raw parameters in predict()
-
-        from pmfm.models.networks import build_network  # the networks' registry (imported lazily)
 
         geometry: dict[str, Any] = {"box": box, "basis": basis, "sc": sc}  # plain nested lists
         self.net = build_network(
@@ -111,8 +118,6 @@ class SurrogateModule(L.LightningModule):
 
     def param_space(self):
         """The parameter space the surrogate was trained on (circuit, basis and bounds of training)."""
-        from pmfm.params import Bounds, ParamSpace
-
         bounds = self.hparams.get("bounds")
         bounds = None if bounds is None else Bounds(**{k: tuple(v) for k, v in bounds.items()})
         basis = np.asarray(self.hparams["basis"], dtype=np.float64)
@@ -206,7 +211,7 @@ class SurrogateModule(L.LightningModule):
         if "valid" in batch:
             return batch["valid"].bool()
         if self.valid_column is None:
-            raise KeyError('batch has no "valid" and target_names no "valid" column')
+            raise KeyError('batch has no "valid" and output_names no "valid" column')
         return batch["y"][:, self.valid_column] > 0.5
 
     def losses(self, z: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -309,7 +314,7 @@ class SurrogateModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
-def _check_terms(terms: list[str], target_names: list[str], use_l1_in_total: bool) -> None:
+def _check_terms(terms: list[str], output_names: list[str], use_l1_in_total: bool) -> None:
     unknown = [t for t in terms if t not in COST_RANGES]
     missing = [t for t in REQUIRED_TERMS if t not in terms]
     if unknown or missing or len(set(terms)) != len(terms):
@@ -318,21 +323,16 @@ def _check_terms(terms: list[str], target_names: list[str], use_l1_in_total: boo
         )
     if use_l1_in_total and "fc_l1" not in terms:
         raise ValueError('use_l1_in_total=True needs "fc_l1" in terms')
-    absent = [t for t in terms if t not in target_names]
+    absent = [t for t in terms if t not in output_names]
     if absent:
-        raise ValueError(f"terms {absent} are not among target_names={target_names} (the batches' y columns)")
+        raise ValueError(f"terms {absent} are not among output_names={output_names} (the batches' y columns)")
 
 
-def _bundled_defaults(box, basis, sc):
-    """The bundled HCP Desikan-68 box, basis and train SC for whichever of the three is None."""
-    from pmfm.data import load_bundled
-    from pmfm.params import ParamSpace
-
+def bundled_geometry() -> dict[str, list]:
+    """The bundled HCP Desikan-68 ``box``, ``basis`` and train ``sc`` as nested lists."""
     data = load_bundled()
-    basis = data.basis() if basis is None else basis
-    box = ParamSpace(np.asarray(basis, dtype=np.float64)).box if box is None else box
-    sc = data.sc if sc is None else sc
-    return box, basis, sc
+    basis = data.basis()
+    return {"box": ParamSpace(basis).box.tolist(), "basis": basis.tolist(), "sc": data.sc.tolist()}
 
 
 def _plain(value) -> Any:

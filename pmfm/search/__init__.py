@@ -1,4 +1,6 @@
-"""Searchers over the pMFM parameter space: objectives and Kong2021's multi-start CMA-ES (SPEC section 7)."""
+"""Searchers over the parameter space: Kong2021's multi-start CMA-ES (pycma), projected gradient
+descent, surrogate pre-screening, search against a surrogate and the Lightning callback that runs
+it after training (docs/fitting.md)."""
 
 from pmfm.search.cmaes import (
     BestOfGeneration,
@@ -11,29 +13,15 @@ from pmfm.search.cmaes import (
     kong_constants,
     kong_stds,
 )
-from pmfm.search.objective import (
-    CRN_STRIDE,
-    Evaluated,
-    FunctionObjective,
-    Objective,
-    SimulatorObjective,
-    crn_seed,
-)
 
 __all__ = [
-    "CRN_STRIDE",
     "BestOfGeneration",
     "CMAESSettings",
-    "Evaluated",
-    "FunctionObjective",
     "GenerationResult",
     "KongCSA",
     "MultiStartCMAES",
-    "Objective",
-    "SimulatorObjective",
     "StartGeneration",
     "chi_n",
-    "crn_seed",
     "kong_constants",
     "kong_stds",
 ]

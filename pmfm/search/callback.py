@@ -17,16 +17,22 @@ The values also go to ``trainer.callback_metrics`` so the training script's metr
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 
-from pmfm.cost import KONG2021, CostVariant
+from pmfm.cost import KONG2021, CostVariant, cost_variant
+from pmfm.data import load
 from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace
+from pmfm.plots import plot_search
 from pmfm.search.runner import SearchSettings, surrogate_search
+from pmfm.sim.protocol import SimProtocol
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = (
@@ -100,14 +106,6 @@ class SurrogateSearchCallback(L.Callback):
         """A callback that re-simulates as the dataset in ``folder`` was made: its data split, protocol,
         precision, cost variant and R, read from its manifest.json. Entries the manifest lacks come
         from ``simulator``, ``variant``, ``split`` and ``repeats``; ``kwargs`` go to the constructor."""
-        import dataclasses
-        import json
-
-        from pmfm.cost import cost_variant
-        from pmfm.data import load
-        from pmfm.sim.protocol import SimProtocol
-        from pmfm.sim.simulator import DTYPES
-
         manifest = Path(folder) / "manifest.json"
         made = json.loads(manifest.read_text()).get("config", {}) if manifest.is_file() else {}
         sim = made.get("simulator", {})
@@ -117,7 +115,7 @@ class SurrogateSearchCallback(L.Callback):
                 for f in dataclasses.fields(SimProtocol)
             }
         )
-        dtype = DTYPES.get(sim.get("dtype"), simulator.dtype)
+        dtype = sim.get("dtype", simulator.dtype)
         simulator = dataclasses.replace(simulator, protocol=protocol, dtype=dtype, noise="independent")
         variant = cost_variant(made.get("cost", {}).get("variant", variant.name))
         split = made.get("data", {}).get("split", split)
@@ -180,8 +178,6 @@ class SurrogateSearchCallback(L.Callback):
                 logger.log_table(key="search/candidates", columns=list(TABLE_COLUMNS), data=table)
             if hasattr(logger, "log_image"):
                 logger.log_image(key="search/convergence", images=[str(paths["figure"])])
-        import torch
-
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         log.info(
             "surrogate search (%s, R = %d): predicted best %.4f, re-simulated best %.4f",
@@ -194,8 +190,6 @@ class SurrogateSearchCallback(L.Callback):
         return metrics
 
     def _write(self, trainer, outcome, table, sim_total, tag: str) -> dict[str, Path]:
-        from pmfm.plots import plot_search
-
         folder = (self.out_dir or Path(trainer.default_root_dir)) / "search"
         folder.mkdir(parents=True, exist_ok=True)
         csv = folder / f"candidates_{tag}.csv"

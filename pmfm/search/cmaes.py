@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from cma.sigma_adaptation import CMAAdaptSigmaCSA
 
-from pmfm.search.objective import Evaluated, Objective
+from pmfm.evaluate.objective import Evaluated, Objective
 
 STATE_VERSION = 1
 

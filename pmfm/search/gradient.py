@@ -40,12 +40,13 @@ class GradientResult:
 
 
 def projected_adam(
-    score_fn, space: ParamSpace, starts: torch.Tensor, settings: AdamSettings | None = None
+    score_fn, space: ParamSpace, starts: torch.Tensor, settings: AdamSettings | None = None, progress=None
 ) -> GradientResult:
     """Minimise ``score_fn`` from raw feasible ``starts`` (S, P) by Adam with exact projection.
 
     ``score_fn(u, grad=True)`` maps normalised (S, P) to ``(score (S,), extras)``, differentiable
     (a :class:`~pmfm.search.surrogate.SurrogateScore`). Deterministic for fixed starts.
+    ``progress(1)`` is called after each step.
     """
     settings = settings or AdamSettings()
     project = FeasibleProjection(space)
@@ -72,5 +73,7 @@ def projected_adam(
         optimiser.step()
         with torch.no_grad():
             u.copy_(project(u))
+        if progress is not None:
+            progress(1)
     theta = space.denormalise(best_u)  # (S, P)
     return GradientResult(theta=theta, score=best, history=torch.stack(history), evaluations=evaluations)

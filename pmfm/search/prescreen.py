@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from pmfm.search.objective import Evaluated, Objective
+from pmfm.evaluate.objective import Evaluated, Objective
 
 UNSIMULATED_GAP = 1.0  # unsimulated set's total: its start's worst simulated total + this + its score rank
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from pmfm.evaluate.selection import DIVERSITY_THRESHOLD, choose_diverse
 from pmfm.params import ParamSpace
+from pmfm.search.cmaes import CMAESSettings, MultiStartCMAES
+from pmfm.search.gradient import AdamSettings, projected_adam
 from pmfm.search.surrogate import SurrogateObjective, SurrogateScore
-from pmfm.validation import DIVERSITY_THRESHOLD, choose_diverse
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class SearchSettings:
     """The ``search`` config group: which searcher and its budget (per start)."""
 
     name: str = "cmaes"  # "cmaes" (pycma with Kong2021's update) or "adam" (projected gradient)
+    n_starts: int = 16  # search starts
     # cmaes
     popsize: int = 100
     mu: int = 10
@@ -65,7 +68,8 @@ class SearchOutcome:
 
 
 def start_points(space: ParamSpace, seed: int, starts) -> torch.Tensor:
-    """(S, P) least-squares random starts (SPEC section 5); start s from generator ``(seed, s)``."""
+    """(S, P) least-squares random starts (docs/parameters.md#random-starts); start s from generator
+    ``(seed, s)``."""
     return torch.cat([space.random_start(1, np.random.default_rng([seed, int(s)])) for s in starts])
 
 
@@ -91,6 +95,7 @@ def surrogate_search(
     seed: int = 0,
     diversity: float = DIVERSITY_THRESHOLD,
     starts: torch.Tensor | None = None,
+    progress=None,
 ) -> SearchOutcome:
     """Run ``settings`` against ``model`` from ``n_starts`` random starts; keep ``top_k`` diverse candidates.
 
@@ -99,9 +104,10 @@ def surrogate_search(
 
     The pool is every start's best point of every generation (CMA-ES) or its best visited point
     (Adam); candidates are chosen from it by predicted score with the diversity rule of
-    :func:`pmfm.validation.choose_diverse` (no two near-identical sets re-simulated). With
+    :func:`pmfm.evaluate.selection.choose_diverse` (no two near-identical sets re-simulated). With
     ``settings.reject_invalid`` the pool keeps only sets predicted valid (p_valid >= 0.5) when
-    there is any: the FIC model's rate rule makes many sets invalid (SPEC section 9).
+    there is any: the FIC model's rate rule makes many sets invalid (docs/fic.md#validity).
+    ``progress(1)`` is called after each generation (CMA-ES) or step (Adam).
     """
     score = SurrogateScore(model, settings.uncertainty_penalty, settings.validity_penalty)
     if starts is None:
@@ -111,16 +117,12 @@ def surrogate_search(
         space.check(starts)
         n_starts = len(starts)
     if settings.name == "adam":
-        from pmfm.search.gradient import AdamSettings, projected_adam
-
-        result = projected_adam(score, space, starts, AdamSettings(settings.steps, settings.lr))
+        result = projected_adam(score, space, starts, AdamSettings(settings.steps, settings.lr), progress)
         pool = result.theta  # (S, P)
         pool_start = np.arange(n_starts)
         pool_step = np.full(n_starts, settings.steps)
         history = result.history.numpy()
     else:
-        from pmfm.search.cmaes import CMAESSettings, MultiStartCMAES
-
         cma_settings = CMAESSettings(
             popsize=settings.popsize,
             mu=settings.mu,
@@ -131,7 +133,7 @@ def surrogate_search(
         )
         objective = SurrogateObjective(space, score)
         searcher = MultiStartCMAES(objective, starts, cma_settings, seed=seed)
-        bests = searcher.run()
+        bests = searcher.run(None if progress is None else lambda _: progress(1))
         pool = torch.stack([b.theta for per_start in bests for b in per_start])
         pool_start = np.array([b.start for per_start in bests for b in per_start])
         pool_step = np.array([b.generation for per_start in bests for b in per_start])

@@ -10,7 +10,7 @@ k > 0 the search prefers places where the members agree, i.e. where the surrogat
 (SPEC section 8: surrogates are exploited outside their data). The validity term keeps it away from
 parameter sets the surrogate expects to blow up; the predicted total of such sets is not trained.
 
-:class:`SurrogateObjective` wraps the score in the :class:`~pmfm.search.objective.Objective` protocol,
+:class:`SurrogateObjective` wraps the score in the :class:`~pmfm.evaluate.objective.Objective` protocol,
 so :class:`~pmfm.search.cmaes.MultiStartCMAES` runs against a surrogate unchanged (``search=cmaes``).
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pmfm.evaluate.objective import Evaluated
 from pmfm.params import ParamSpace
-from pmfm.search.objective import Evaluated
 
 INFEASIBLE_SCORE = 1e3  # score of parameter sets outside the bounds (never predicted)
 
@@ -64,7 +64,7 @@ class SurrogateScore:
 
 
 class SurrogateObjective:
-    """A surrogate as an :class:`~pmfm.search.objective.Objective` over raw parameters of ``space``.
+    """A surrogate as an :class:`~pmfm.evaluate.objective.Objective` over raw parameters of ``space``.
 
     Infeasible sets score ``INFEASIBLE_SCORE`` and are invalid. ``valid`` is ``p_valid >= 0.5``;
     ``terms`` hold the predicted fc_cost, ks, total, p_valid and, for ensembles, total_std.

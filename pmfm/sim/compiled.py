@@ -1,7 +1,7 @@
 """``simulator=mfm_compiled``: the plain Euler step under torch.compile, a TR of steps in one CUDA graph.
 
 The middle path between the readable loop (pmfm.sim.euler, dozens of small kernels per step) and the
-fused kernel: the same functions of pmfm.sim.dynamics and pmfm.sim.balloon, compiled by TorchInductor
+fused kernel: the same functions of pmfm.physics.dynamics and pmfm.physics.balloon, compiled by TorchInductor
 into a few kernels per step, with the noise drawn on the device from per-stream positions that
 advance by a constant each step (the same SplitMix64 streams as pmfm.sim.noise, so the same runs as
 the reference path to float32 rounding). On CUDA the steps of one TR are captured once in a CUDA
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from pmfm.params import RegionalParams
-from pmfm.sim import balloon, dynamics
+from pmfm.physics import balloon, dynamics
 from pmfm.sim.noise import Noise, box_muller, first_positions, position_increment, stream_bases
 from pmfm.sim.protocol import SimProtocol
 
@@ -93,12 +93,13 @@ def integrate_compiled(
     noise: Noise,
     *,
     record_s: bool = False,
-    compile: bool = True,
+    compile: bool | None = None,
     warmup_block: int = 100,
 ) -> dict[str, torch.Tensor]:
     """Integrate a batch; returns ``bold`` (B, N, n_tr) (and ``s`` at the kept samples if asked).
 
-    ``compile=False`` runs the same step functions eagerly (for CPU tests of the algorithm).
+    ``compile=False`` runs the same step functions eagerly (for CPU tests of the algorithm); None
+    compiles on CUDA only.
     """
     if noise.mode == "explicit":
         raise ValueError("simulator=mfm_compiled draws keyed noise; explicit noise needs simulator=mfm_euler")
@@ -120,6 +121,7 @@ def integrate_compiled(
         "ct": c.T.contiguous().to(dtype),  # (N, N)
         "scale": dynamics.noise_scale(params.sigma, protocol.dt),  # (B, N)
     }
+    compile = device.type == "cuda" if compile is None else compile
     runner = _Runner(state, consts, protocol.dt, position_increment(pairs), compile)
     full, rest = divmod(protocol.warmup_steps, warmup_block)
     for _ in range(full):

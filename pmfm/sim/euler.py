@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pmfm.params import RegionalParams
-from pmfm.sim import balloon, dynamics
+from pmfm.physics import balloon, dynamics
 from pmfm.sim.noise import NoiseStream
 from pmfm.sim.protocol import SimProtocol
 
@@ -22,6 +22,7 @@ def integrate_euler(
     noise: NoiseStream,
     coupling=dynamics.matmul_coupling,
     record_s: bool = False,
+    progress=None,
 ) -> dict[str, torch.Tensor]:
     """Integrate a batch; returns ``bold`` (B, N, n_tr), ``s`` (B, N, n_tr) if asked, and the final
     state ``S, z, f, v, q`` (B, N) each. ``c`` is the normalised coupling matrix (N, N)."""
@@ -52,6 +53,8 @@ def integrate_euler(
         s = neural_step(s, protocol.warmup_steps + m - 1)
         z, f, v, q = balloon.euler_step(s, z, f, v, q, dt)
         if m == next_sample:
+            if progress is not None:  # the share of the main loop since the last sample
+                progress((m - (sample_steps[k - 1] if k else 0)) / protocol.main_steps)
             if k >= first_kept:
                 out[:, :, k - first_kept] = balloon.bold(v, q)
                 if out_s is not None:

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from pmfm.params import RegionalParams
-from pmfm.sim import balloon, dynamics
+from pmfm.physics import balloon, dynamics
 from pmfm.sim.noise import Noise, stream_bases
 from pmfm.sim.protocol import SimProtocol
 

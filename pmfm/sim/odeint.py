@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from pmfm.params import RegionalParams
-from pmfm.sim import balloon, dynamics
+from pmfm.physics import balloon, dynamics
 from pmfm.sim.noise import NoiseStream
 from pmfm.sim.protocol import SimProtocol
 
@@ -28,6 +28,7 @@ def integrate_odeint(
     noise: NoiseStream,
     coupling=dynamics.matmul_coupling,
     record_s: bool = False,
+    progress=None,
     method: str = "euler",
 ) -> dict[str, torch.Tensor]:
     """Same interface and outputs as :func:`pmfm.sim.euler.integrate_euler`."""
@@ -66,6 +67,8 @@ def integrate_odeint(
     for k, m in enumerate(protocol.sample_steps().tolist()):
         w0 = protocol.warmup_steps
         state = run(full, state, w0 + previous, w0 + m)
+        if progress is not None:  # the share of the main loop just integrated
+            progress((m - previous) / protocol.main_steps)
         previous = m
         if k >= protocol.burn_in_samples:
             out[:, :, k - protocol.burn_in_samples] = balloon.bold(state[3], state[4])

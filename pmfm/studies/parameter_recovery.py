@@ -27,11 +27,11 @@ from scipy.io import savemat
 from pmfm.cost import cost_variant
 from pmfm.data import bundled_path, load
 from pmfm.evaluate import evaluate_params
+from pmfm.evaluate.selection import grouped_costs, map_correlations, mean_and_se
 from pmfm.params import COEFFICIENT_NAMES, ParamSpace, read_params_csv
 from pmfm.sim.simulator import Simulator
 from pmfm.studies.passthrough import shared_overrides
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
-from pmfm.validation import grouped_costs, map_correlations, mean_and_se
 
 
 def truth_set(source: str, index: int, space: ParamSpace, seed: int) -> torch.Tensor:

@@ -12,12 +12,13 @@ are stored as buffers and each network ignores what it does not use.
 ``cond_dim > 0`` also takes ``cond`` (B, cond_dim).
 
 =================  ==============================================================================
-``mlp``            MLP on the normalised coefficients: hidden, depth, dropout, activation, norm
+``mlp``            MLP on ``features``: ``linearised`` (summaries of the model linearised at its
+                   steady states; target_fc, with_coefficients) or ``coefficients`` (the
+                   normalised coefficients); hidden, depth, dropout, activation, norm
 ``mlp_regional``   the same MLP on the 3N + 1 normalised regional values
 ``transformer``    region tokens + class token: layers, heads, width, dropout, ff_mult, cond_dim,
                    sc_transform
-``mlp_lna``        MLP on summaries of the model linearised at its steady state: target_fc,
-                   with_coefficients, plus the MLP's
+``mlp_lna``        ``mlp`` with ``features=linearised`` (the name of earlier checkpoints)
 ``gnn``            message passing over the SC graph: layers, width, activation, sc_transform
 ``ensemble``       K members: member, k, plus the member's hyperparameters
 =================  ==============================================================================
@@ -25,17 +26,19 @@ are stored as buffers and each network ignores what it does not use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from pmfm.models.networks.ensemble import Ensemble
 from pmfm.models.networks.gnn import GNN
-from pmfm.models.networks.linearised import LinearisedMLP
+from pmfm.models.networks.linearised import FEATURES, LinearisedMLP, feature_mlp
 from pmfm.models.networks.mlp import MLP, RegionalMLP
 from pmfm.models.networks.regional import Surrogate, expand, normalised_regional
 from pmfm.models.networks.transformer import Transformer
 
-NETWORKS: dict[str, type] = {
-    "mlp": MLP,
+NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": feature_mlp,
     "mlp_regional": RegionalMLP,
     "mlp_lna": LinearisedMLP,
     "transformer": Transformer,
@@ -60,6 +63,7 @@ def build_network(
 
 
 __all__ = [
+    "FEATURES",
     "GNN",
     "LinearisedMLP",
     "MLP",

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from pmfm.models.networks.gnn import GNN
-from pmfm.models.networks.linearised import LinearisedMLP
-from pmfm.models.networks.mlp import MLP, RegionalMLP
+from pmfm.models.networks.linearised import LinearisedMLP, feature_mlp
+from pmfm.models.networks.mlp import RegionalMLP
 from pmfm.models.networks.regional import Surrogate
 from pmfm.models.networks.transformer import Transformer
 
 MEMBERS: dict[str, Callable[..., Surrogate]] = {
-    "mlp": MLP,
+    "mlp": feature_mlp,
     "mlp_regional": RegionalMLP,
     "mlp_lna": LinearisedMLP,
     "transformer": Transformer,

@@ -1,4 +1,4 @@
-"""``mlp_lna``: an MLP on what the linearised model says about a parameter set (``pmfm.sim.linearized``).
+"""``mlp_lna``: an MLP on what the linearised model says about a parameter set (``pmfm.physics.linearized``).
 
 The coefficients themselves generalise poorly from one CMA-ES run to another (each run explores its own
 corner of the box), but the model's steady state and the correlations of its fluctuations around it
@@ -20,8 +20,8 @@ import torch
 
 from pmfm.models.networks.mlp import MLP
 from pmfm.models.networks.regional import expand
-from pmfm.sim.dynamics import SC_SCALE
-from pmfm.sim.linearized import (
+from pmfm.physics.dynamics import SC_SCALE
+from pmfm.physics.linearized import (
     BRANCH_NAMES,
     BRANCH_TARGET_NAMES,
     SUMMARY_NAMES,
@@ -101,3 +101,19 @@ class LinearisedMLP(MLP):
         both = bistability(lower.s, upper.s, w, I, G, sigma, c, self.target_fc)
         features = [summary(lower, self.target_fc), summary(upper, self.target_fc), both]
         return torch.cat([f.to(torch.float64) for f in features], dim=1)
+
+
+FEATURES = ("linearised", "coefficients")  # what model=mlp reads (model.network_hparams.features)
+
+
+def feature_mlp(n_outputs: int, box, basis, sc, features: str = "coefficients", **hparams) -> MLP:
+    """``network=mlp``: an MLP on the linearised model's summaries (``features="linearised"``, the
+    recommended surrogate) or on the normalised coefficients (``"coefficients"``, the default of
+    checkpoints that predate the choice; it ignores ``target_fc`` and ``with_coefficients``)."""
+    if features == "linearised":
+        return LinearisedMLP(n_outputs, box, basis, sc, **hparams)
+    if features != "coefficients":
+        raise ValueError(f"model.network_hparams.features={features!r}; expected one of {FEATURES}")
+    hparams.pop("target_fc", None)
+    hparams.pop("with_coefficients", None)
+    return MLP(n_outputs, box, basis, sc, **hparams)

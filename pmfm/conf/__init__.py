@@ -1,0 +1,1 @@
+"""The Hydra configs of every command, installed with the package."""
