@@ -14,12 +14,13 @@ import sys
 import typing
 from pathlib import Path
 
+import numpy as np
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pmfm.cost import CostVariant, cost_variant
-from pmfm.data import DataError, EmpiricalData, load
+from pmfm.data import DataError, EmpiricalData, fcd_pair_count, load
 from pmfm.datasets import DatasetError
 from pmfm.params import ParamError
 from pmfm.pipelines.fit.stages import FitError
@@ -44,7 +45,7 @@ def schema(cls: type, exclude: tuple[str, ...] = ()) -> type:
         default = (
             dataclasses.field(default=f.default)
             if f.default is not dataclasses.MISSING
-            else dataclasses.field(default_factory=f.default_factory)  # type: ignore[arg-type]
+            else dataclasses.field(default_factory=f.default_factory)
         )
         fields.append((f.name, hints[f.name], default))
     return dataclasses.make_dataclass(f"{cls.__name__}Config", fields)
@@ -65,8 +66,7 @@ USER_ERRORS = (DataError, ParamError, DatasetError, ConfigError, StateError, Fit
 
 def simulator_of(cfg: DictConfig) -> Simulator:
     """The run's simulator: the ``simulator`` group, the ``protocol`` group and ``device``."""
-    settings = OmegaConf.to_container(cfg.simulator, resolve=True)
-    assert isinstance(settings, dict)
+    settings: dict = OmegaConf.to_container(cfg.simulator, resolve=True)  # type: ignore[assignment]
     protocol = SimProtocol(**OmegaConf.to_container(cfg.protocol, resolve=True))  # type: ignore[arg-type]
     try:
         return Simulator(protocol=protocol, device=cfg.device, **settings)
@@ -83,14 +83,23 @@ def variant_of(cfg: DictConfig, simulator: Simulator) -> CostVariant:
 
 
 def load_data(data_cfg: DictConfig, simulator: Simulator, variant: CostVariant, split=None) -> EmpiricalData:
-    """The configured data split, validated against the protocol's TRs and the cost's FCD settings."""
-    return load(
-        data_cfg.path,
-        split or data_cfg.split,
-        n_tr=simulator.protocol.n_tr,
-        window=variant.window,
-        n_bins=variant.n_bins,
+    """The configured data split, validated against the protocol's TRs and the cost's FCD settings.
+
+    ``data.fcd_n_tr``: the TRs the files' FCD CDF counts (the bundled HCP group: 1,200). Under a
+    protocol that keeps another number of TRs (``protocol=short``) the CDF is rescaled to the
+    protocol's window pairs: the same distribution, though a shorter run's FCD spreads more, so
+    such costs compare only with each other (docs/protocol.md#shortened-protocols).
+    """
+    n_tr = simulator.protocol.n_tr
+    source_tr = data_cfg.get("fcd_n_tr") or n_tr
+    data = load(
+        data_cfg.path, split or data_cfg.split, n_tr=source_tr, window=variant.window, n_bins=variant.n_bins
     )
+    if source_tr == n_tr:
+        return data
+    cdf = np.asarray(data.fcd_cdf, dtype=np.float64)
+    pairs = fcd_pair_count(n_tr, variant.window)
+    return dataclasses.replace(data, fcd_cdf=np.rint(cdf / cdf[-1] * pairs).astype(np.int64))
 
 
 def fill_run_values(cfg: DictConfig, out_dir: Path) -> None:

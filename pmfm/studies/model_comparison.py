@@ -1,56 +1,73 @@
 """Model comparison: surrogate networks side by side on one dataset, over seeds.
 
-A thin wrapper around the two commands a user would type: ``python -m pmfm.train -m
-model=<models> seed=<seeds>`` (a Hydra multirun, one run folder per model and seed, in
-``<run folder>/train``) and ``pmfm.compare`` on that folder (comparison.csv, comparison.png). It
-adds each trained network's evaluations/s (median of timed batches on this device) and states which
-model wins on ``study.rank_by`` and by how much against the seed spread.
+Every model x seed is trained with pmfm.train's pipeline in this process, each run in its own
+folder under ``<run folder>/train`` holding what a ``python -m pmfm.train -m`` sweep leaves for
+``pmfm.compare`` (metrics.json, and the run's settings in .hydra/); ``pmfm.compare`` then tables
+them (comparison.csv, comparison.png). Added: each trained network's evaluations/s (median of timed
+batches on this device) and which model wins on ``study.rank_by``, by how much against the seed spread.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pmfm.benchmark import median_time
+from pmfm.models import SurrogateModule
+from pmfm.pipelines.benchmark import median_time
+from pmfm.pipelines.compare import compare
+from pmfm.pipelines.progress import progress_bar
+from pmfm.pipelines.train import train_surrogate
 from pmfm.sim.simulator import resolve_device
+from pmfm.studies.configs import overrides_of, plain, sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 
 METRICS = ("test/spearman", "test/spearman_top10", "test/top5_recall", "test/mae_fc_cost", "test/mae_ks")
 
 
-def train_sweep(models, seeds, overrides, sweep_dir: Path) -> None:
-    """``python -m pmfm.train -m model=... seed=...`` into ``sweep_dir`` (a subprocess: Hydra multirun)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pmfm.train",
-        "-m",
-        f"model={','.join(models)}",
-        f"seed={','.join(str(s) for s in seeds)}",
-        f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
-    ]
-    print("running:", " ".join(cmd[1:]), flush=True)
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pmfm.train multirun failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+def model_node(study: DictConfig, model: str) -> dict:
+    """``{groups, values}`` of one model: a variant of ``study.variants``, else the model config."""
+    variants = plain(study.get("variants"))
+    node = variants.get(model) or {"groups": {"model": model}}
+    return {"groups": dict(node.get("groups") or {}), "values": dict(node.get("values") or {})}
+
+
+def train_runs(cfg: DictConfig, sweep_dir: Path) -> dict[str, tuple[str, int]]:
+    """Train every model x seed into ``sweep_dir/<model>_seed<seed>``; returns run -> (model, seed)."""
+    s = cfg.study
+    runs = {}
+    with progress_bar(
+        len(s.models) * len(s.seeds), "model_comparison", unit="run", enabled=cfg.progress
+    ) as bar:
+        for model in s.models:
+            node = model_node(s, model)
+            for seed in s.seeds:
+                run = sweep_dir / f"{model}_seed{seed}"
+                train_cfg = sub_config("train", cfg, s.train, node, values={"seed": int(seed)})
+                record_settings(
+                    run, [*overrides_of(node["groups"], node["values"]), f"seed={seed}"], train_cfg
+                )
+                print(f"training {model}, seed {seed} into {run}", flush=True)
+                train_surrogate(train_cfg, run)
+                runs[run.name] = (str(model), int(seed))
+                bar.update(1)
+    return runs
+
+
+def record_settings(run: Path, overrides: list[str], train_cfg: DictConfig) -> None:
+    """The run's settings where a Hydra run keeps them: .hydra/overrides.yaml (the label pmfm.compare
+    shows: what differs between the runs) and .hydra/config.yaml (the whole config)."""
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    OmegaConf.save(train_cfg, run / ".hydra" / "config.yaml", resolve=True)
 
 
 def evaluations_per_s(run: Path, batch: int, device: torch.device, repeats: int = 3) -> float:
     """Predictions/s of a run's trained surrogate (last checkpoint) on ``batch`` random inputs."""
-    from pmfm.models import SurrogateModule
-
     model = SurrogateModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location=device)
     u = torch.rand(batch, len(model.box), device=device, generator=torch.Generator(device).manual_seed(0))
     model.predict_normalised(u[:8])  # warm-up
@@ -60,20 +77,18 @@ def evaluations_per_s(run: Path, batch: int, device: torch.device, repeats: int 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Train every model x seed, compare, time the networks, name the winner."""
-    from pmfm.compare import compare
-
     s = cfg.study
     sweep_dir = out_dir / "train"
     device = resolve_device(cfg.device)
-    train_sweep(list(s.models), list(s.seeds), list(s.train_overrides), sweep_dir)
+    runs = train_runs(cfg, sweep_dir)
     compared = compare(sweep_dir, s.rank_by)
     rows = []
     for r in compared:
-        model = re.search(r"model=(\S+)", r["label"])
+        model, seed = runs[r["run"]]
         rows.append(
             {
-                "model": model.group(1) if model else r["label"],
-                "seed": r["seed"],
+                "model": model,
+                "seed": seed,
                 "run": r["run"],
                 **{m: r[m] for m in METRICS},
                 "evals_per_s": evaluations_per_s(sweep_dir / r["run"], int(s.eval_batch), device),
@@ -98,8 +113,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     per_model.sort(key=lambda e: e[key] if lower_better else -e[key])
     best = per_model[0]
     conclusion = [
-        f"{len(per_model)} models x {len(s.seeds)} seeds trained with the same overrides "
-        f"({' '.join(s.train_overrides) or 'defaults'}); metrics on the test split (held-out CMA-ES runs).",
+        f"{len(per_model)} models x {len(s.seeds)} seeds trained with the same settings "
+        f"({' '.join(overrides_of(plain(s.train.get('groups')), plain(s.train.get('values'))))}); "
+        "metrics on the test split (held-out CMA-ES runs).",
         *[
             f"{e['model']}: {s.rank_by} {e[key]:.3f} +- {e[f'{s.rank_by} sd']:.3f}, spearman_top10 "
             f"{e['test/spearman_top10 mean']:.3f} +- {e['test/spearman_top10 sd']:.3f}, top5_recall "

@@ -1,16 +1,5 @@
-"""Parameter recovery: fit synthetic "empirical" data made by simulating known parameters, with
-both strategies, and see how close the fits come to the truth.
-
-1. Truth: the Kong2021 example set ``study.truth_index`` (or a random feasible set).
-2. Targets: the truth simulated ``study.target_repeats`` times on the data's SC; the mean FC and the
-   mean FCD CDF (rounded to counts) are the training split, an independent draw the validation
-   split, written as a CBIG folder (``targets/``) with the data's covariates.
-3. ``pmfm.fit`` with each strategy in ``study.strategies`` on that folder (``fit_<strategy>/``);
-   the surrogate strategy generates its dataset on the synthetic data (counted in its summary).
-4. Fresh-noise costs: the truth and each fit's best set, ``study.noise_groups`` groups of the
-   validation R on the validation targets (mean +- SE); map correlations and the per-coefficient
-   error in normalised units; identifiability: each coefficient's spread over the chosen sets whose
-   validation cost is within noise (2 sd of a validation cost) of the best.
+"""Parameter recovery: fit synthetic "empirical" data made by simulating known parameters, with both
+strategies, and see how close the fits come to the truth (its cost, its maps, each coefficient).
 """
 
 from __future__ import annotations
@@ -24,13 +13,14 @@ import torch
 from omegaconf import DictConfig
 from scipy.io import savemat
 
-from pmfm.cost import cost_variant
 from pmfm.data import bundled_path, load
-from pmfm.evaluate import evaluate_params
-from pmfm.evaluate.selection import grouped_costs, map_correlations, mean_and_se
+from pmfm.evaluate import evaluate_params, grouped_costs, map_correlations, mean_and_se
 from pmfm.params import COEFFICIENT_NAMES, ParamSpace, read_params_csv
-from pmfm.sim.simulator import Simulator
-from pmfm.studies.passthrough import shared_overrides
+from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
+from pmfm.pipelines.fit.run import fit
+from pmfm.pipelines.progress import progress_bar
+from pmfm.pipelines.results import read_results
+from pmfm.studies.configs import sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 
 
@@ -40,15 +30,15 @@ def truth_set(source: str, index: int, space: ParamSpace, seed: int) -> torch.Te
         return read_params_csv(bundled_path().parent / "kong2021_example.csv", space)[index - 1 : index]
     if source == "random":
         return space.random_start(1, np.random.default_rng([seed, 17, index]))
-    raise ValueError(f"study.truth={source!r}; expected 'example' or 'random'")
+    raise ConfigError(f"study.truth={source!r}; expected 'example' or 'random'")
 
 
 def mean_targets(
-    theta, space, data, simulator, variant, repeats: int, seed: int
+    theta, space, data, simulator, variant, repeats: int, seed: int, progress=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, N) mean FC (diagonal 1) and (bins,) mean FCD CDF in counts of ``repeats`` simulations."""
     stats = evaluate_params(theta, space, data, simulator, repeats=repeats, seed=seed, variant=variant,
-                            keep_stats=True).stats  # fmt: skip
+                            keep_stats=True, progress=progress).stats  # fmt: skip
     assert stats is not None
     fc_ok, fcd_ok = stats.fc_valid.numpy(), stats.fcd_valid.numpy()
     if not fc_ok.any() or not fcd_ok.any():
@@ -75,70 +65,74 @@ def write_targets(folder: Path, source, fc_cdf: dict[str, tuple[np.ndarray, np.n
 
 
 def run_fit(cfg: DictConfig, strategy: str, targets: Path, out_dir: Path) -> Path:
-    """``pmfm.fit strategy=<strategy>`` on the synthetic targets, in ``out_dir/fit_<strategy>``."""
-    from hydra import compose
-
-    from pmfm.fit import fit
-
-    s = cfg.study
-    overrides = [
-        *shared_overrides(cfg, data_path=targets, split="train"),
-        f"strategy={strategy}",
-        f"seed={cfg.seed}",
-        f"plot={cfg.plot}",
-        f"root={out_dir / 'datasets'}",
-        *s.fit_overrides.common,
-        *s.fit_overrides[strategy],
-    ]
+    """pmfm.fit's pipeline, ``strategy=<strategy>``, on the synthetic targets, in ``out_dir/fit_<strategy>``
+    (its datasets in ``out_dir/datasets``)."""
+    fits = cfg.study.fits
+    values = {
+        "data": {"path": str(targets), "split": "train", "fcd_n_tr": None},  # made at the protocol's TRs
+        "paths": {"datasets": str(out_dir / "datasets")},
+    }
+    fit_cfg = sub_config(
+        "fit", cfg, fits.get("common"), fits.get(strategy), groups={"strategy": strategy}, values=values
+    )
     folder = out_dir / f"fit_{strategy}"
-    fit(compose("fit", overrides=overrides), folder)
+    fit(fit_cfg, folder)
     return folder
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Targets from the truth, a fit per strategy, fresh-noise costs and parameter errors."""
-    from pmfm.results import read_results
+    """Targets from the truth, a fit per strategy, fresh-noise costs and parameter errors.
 
+    1. Truth: the Kong2021 example set ``study.truth_index`` (or a random feasible set).
+    2. Targets: the truth simulated ``study.target_repeats`` times on the data's SC; the mean FC and
+       FCD CDF (rounded to counts) are the training split, an independent draw the validation split,
+       written as a CBIG folder (``targets/``) with the data's covariates.
+    3. pmfm.fit's pipeline per strategy of ``study.strategies`` on it (``fit_<strategy>/``, settings
+       ``study.fits.common`` and ``study.fits.<strategy>``; the surrogate strategy's dataset is made
+       on the targets and counted in its summary).
+    4. Fresh-noise costs of the truth and each fit's best (``study.noise_groups`` groups at the
+       validation R, mean +- SE), map correlations, per-coefficient errors in normalised units, and
+       each coefficient's spread over the chosen sets within noise (2 sd) of the best.
+    """
     s = cfg.study
-    simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
-    source = load(cfg.data.path, cfg.data.split, n_tr=int(s.source_n_tr))  # its SC and covariates only
-    space = ParamSpace(source.basis())
+    simulator = simulator_of(cfg)
+    variant = variant_of(cfg, simulator)
+    source = load_data(cfg.data, simulator, variant)  # its SC and covariates only
+    space = simulator.param_space(source)
     truth = truth_set(s.truth, int(s.truth_index), space, int(cfg.seed))
     n_tr = simulator.protocol.n_tr
     split = {"n_tr": n_tr, "window": variant.window, "n_bins": variant.n_bins}
     on_sc = _with_targets(source, n_tr, variant)
-    targets = write_targets(
-        out_dir / "targets",
-        source,
-        {
-            # the targets' noise is their own: a fit's validation stage (validation.seed) must never
-            # simulate with the noise that made its target
-            "train": mean_targets(
-                truth, space, on_sc, simulator, variant, int(s.target_repeats), int(s.target_seed)
-            ),
-            "vali": mean_targets(
-                truth, space, on_sc, simulator, variant, int(s.target_repeats), int(s.target_seed) + 1
-            ),
-        },
-    )
+    with progress_bar(2 * int(s.target_repeats), "targets", enabled=cfg.progress) as bar:
+        # the targets' noise is their own: a fit's validation stage (validation.seed) must never
+        # simulate with the noise that made its target
+        made = {
+            split: mean_targets(
+                truth, space, on_sc, simulator, variant, int(s.target_repeats), seed, bar.update
+            )
+            for split, seed in (("train", int(s.target_seed)), ("vali", int(s.target_seed) + 1))
+        }
+    targets = write_targets(out_dir / "targets", source, made)
     fits = {strategy: run_fit(cfg, strategy, targets, out_dir) for strategy in s.strategies}
 
     vali = load(targets, "vali", **split)
     results = {k: read_results(f / "results.csv", space) for k, f in fits.items()}
     baseline = space.random_start(1, np.random.default_rng([int(cfg.seed), 23]))  # a random feasible set
     sets = torch.cat([truth, *[r.theta[:1] for r in results.values()], baseline])  # (S + 2, P)
-    groups = grouped_costs(
-        sets,
-        space,
-        vali,
-        simulator,
-        group_size=int(s.vali_repeats),
-        n_groups=int(s.noise_groups),
-        seed=int(cfg.seed) + 100,
-        variant=variant,
-        stage="fit",
-    )["total"]
+    n_sims = len(sets) * int(s.noise_groups) * int(s.vali_repeats)
+    with progress_bar(n_sims, "fresh-noise costs", enabled=cfg.progress) as bar:
+        groups = grouped_costs(
+            sets,
+            space,
+            vali,
+            simulator,
+            group_size=int(s.vali_repeats),
+            n_groups=int(s.noise_groups),
+            seed=int(cfg.seed) + 100,
+            variant=variant,
+            stage="fit",
+            progress=bar.update,
+        )["total"]
     fresh = [mean_and_se(g) for g in groups]
     noise_sd = float(np.nanstd(groups[0], ddof=1))  # sd of one validation-R cost of the truth
     box = space.box[:, 1] - space.box[:, 0]

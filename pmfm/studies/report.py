@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 import pmfm
-from pmfm.benchmark import device_name
+from pmfm.pipelines.benchmark import device_name
 
 
-def provenance(device: torch.device) -> dict:
+def provenance(device: str | torch.device) -> dict:
     """Command line, device (GPU name or CPU model and cores), UTC date, torch and pmfm versions."""
     return {
         "command": command(),
-        "device": device_name(device),
+        "device": device_name(torch.device(device)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "pmfm": pmfm.__version__,
@@ -35,7 +35,7 @@ def command() -> str:
     try:
         task = list(HydraConfig.get().overrides.task)
     except ValueError:  # no Hydra run: a test or a script called the study function
-        return f"pmfm.experiment.run from Python ({Path(sys.argv[0]).name})"
+        return f"pmfm.studies.run_study from Python ({Path(sys.argv[0]).name})"
     return " ".join(["python -m pmfm.experiment", *task])
 
 
@@ -51,7 +51,7 @@ def write_table(rows: list[dict], path: Path) -> Path:
 
 
 def read_table(path: Path) -> list[dict]:
-    """A study's results.csv back as dicts of strings."""
+    """A study's table (results.csv) back as dicts of strings."""
     with path.open() as f:
         return list(csv.DictReader(f))
 
@@ -72,6 +72,17 @@ def write_summary(out_dir: Path, title: str, summary: dict, conclusion: list[str
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
+
+
+def write_json(result: dict, path: Path, also: str | Path | None = None, indent: int = 2) -> Path:
+    """``result`` as indented JSON at ``path`` and, when ``also`` names a file, there too (e.g. where
+    experiments/results keeps the committed runs)."""
+    text = json.dumps(_plain(result), indent=indent) + "\n"
+    path.write_text(text)
+    if also:
+        Path(also).parent.mkdir(parents=True, exist_ok=True)
+        Path(also).write_text(text)
+    return path
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -1,18 +1,6 @@
 """Assumption 1, SC insensitivity: the same parameter sets simulated on other group SCs cost nearly
-the same (a surrogate trained on one group's SC transfers to another's).
-
-Every set is simulated R times on each SC condition with the SAME noise streams (common random
-numbers, so a difference is the SC's effect alone) and costed against the same target (the run's
-data split: FC and FCD unchanged):
-
-    train          the data split's SC (the reference)
-    identical      an exact copy of it (a control: must give exactly the reference's costs)
-    vali           the other group's SC (``study.other_split``; skipped when null)
-    noise_x<k>     the reference SC times log-normal edge noise, symmetric, zeros kept, with sd
-                   k times the sd of log(SC_vali / SC_train) over the edges (realistic noise)
-
-The repeat-to-repeat spread is the same sets on the reference SC with fresh noise (another seed).
-Criterion (issue 7): mean |cross-SC difference| < mean |repeat-to-repeat difference| at the same R.
+the same, so a surrogate trained on one group's SC transfers to another's. Criterion: mean
+|cross-SC difference| < mean |repeat-to-repeat difference| at the same R.
 """
 
 from __future__ import annotations
@@ -23,14 +11,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pmfm.cost import cost_variant
-from pmfm.data import load
 from pmfm.evaluate import evaluate_params
-from pmfm.params import ParamSpace
-from pmfm.sim.simulator import Simulator
+from pmfm.pipelines.config import load_data, simulator_of, variant_of
+from pmfm.pipelines.progress import progress_bar
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 from pmfm.studies.sets import study_sets
-from pmfm.studies.targets import study_data
 
 REPEAT = "repeat (same SC, fresh noise)"
 
@@ -57,7 +42,7 @@ def sc_change(other: np.ndarray, sc: np.ndarray) -> float:
 
 
 def compare_to_spread(name: str, d: np.ndarray, spread: np.ndarray) -> dict:
-    """Summary of one condition's |differences| ``d`` against the repeat spread (issue 7's criterion)."""
+    """Summary of one condition's |differences| ``d`` against the repeat spread (the criterion)."""
     ratio = float(d.mean() / spread.mean()) if spread.mean() > 0 else np.nan
     return {
         "condition": name,
@@ -70,36 +55,44 @@ def compare_to_spread(name: str, d: np.ndarray, spread: np.ndarray) -> dict:
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Simulate the sets on every SC condition and on the reference with fresh noise; compare."""
+    """Simulate the sets on every SC condition and on the reference with fresh noise; compare.
+
+    Every set is simulated R times on each SC with the SAME noise streams (common random numbers, so a
+    difference is the SC's effect alone) and costed against the same target (the data split's FC and
+    FCD): ``train`` (the split's SC, the reference), ``identical`` (a copy: a control that must give
+    the reference's costs exactly), the other group's SC (``study.other_split``, skipped when null)
+    and ``noise_x<k>`` (the reference times symmetric log-normal edge noise, zeros kept, sd k times
+    that of log(SC_other / SC_train)). The repeat-to-repeat spread: the reference with another seed.
+    """
     s = cfg.study
-    simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
-    data_tr = simulator.protocol.n_tr
-    data = study_data(cfg, data_tr, variant)
-    space = ParamSpace(data.basis())
+    simulator = simulator_of(cfg)
+    variant = variant_of(cfg, simulator)
+    data = load_data(cfg.data, simulator, variant)  # a shortened protocol: FCD rescaled (data.fcd_n_tr)
+    space = simulator.param_space(data)
     theta = study_sets(s.sets, s.n_sets, space, cfg.seed)  # (S, P)
     sc = np.asarray(data.sc, dtype=np.float64)
 
     conditions: dict[str, np.ndarray] = {"train": sc, "identical": sc.copy()}
     log_sd = float(s.noise_log_sd or 0.0)
     if s.other_split:
-        other = np.asarray(
-            load(cfg.data.path, s.other_split, n_tr=int(s.get("source_n_tr") or data_tr)).sc, dtype=np.float64
-        )
+        other = np.asarray(load_data(cfg.data, simulator, variant, split=s.other_split).sc, dtype=np.float64)
         conditions[s.other_split] = other
         log_sd = log_sd or train_vali_log_sd(sc, other)
     rng = np.random.default_rng([int(cfg.seed), 11])
     for k in s.noise_levels:
         conditions[f"noise_x{k:g}"] = perturbed_sc(sc, float(k) * log_sd, rng)
 
-    def cost(sc_matrix: np.ndarray, seed: int):
+    def cost(sc_matrix: np.ndarray, seed: int, progress):
         on = dataclasses.replace(data, sc=sc_matrix)
-        return evaluate_params(
-            theta, space, on, simulator, repeats=s.repeats, seed=seed, variant=variant
-        ).costs
+        evaluation = evaluate_params(
+            theta, space, on, simulator, repeats=s.repeats, seed=seed, variant=variant, progress=progress
+        )
+        return evaluation.costs
 
-    runs = {name: cost(m, int(cfg.seed)) for name, m in conditions.items()}
-    runs[REPEAT] = cost(sc, int(cfg.seed) + 1000)
+    total_sims = (len(conditions) + 1) * len(theta) * int(s.repeats)
+    with progress_bar(total_sims, "sc_insensitivity", enabled=cfg.progress) as bar:
+        runs = {name: cost(m, int(cfg.seed), bar.update) for name, m in conditions.items()}
+        runs[REPEAT] = cost(sc, int(cfg.seed) + 1000, bar.update)
     ref = runs["train"].total.numpy()
     # a set invalid under any condition (a term costs 10) is left out of every difference
     valid = np.all([c.n_valid().numpy() > 0 for c in runs.values()], axis=0)  # (S,)

@@ -7,7 +7,7 @@ the same noise streams (common random numbers: a paired comparison). Reported pe
 simulated (not predicted) cost of what it found, the share of invalid simulations, and how far
 predicted and simulated totals disagree.
 
-The surrogate is ``study.ckpt`` or an ensemble trained here with ``pmfm.train`` (``study.train_overrides``).
+The surrogate is ``study.ckpt`` or an ensemble trained here with pmfm.train's pipeline (``study.train``).
 """
 
 from __future__ import annotations
@@ -20,56 +20,47 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pmfm.cost import cost_variant
+from pmfm.datasets.store import load_dataset
 from pmfm.evaluate import evaluate_params
+from pmfm.models import SurrogateModule
 from pmfm.models.metrics import spearman
 from pmfm.params import ParamSpace
-from pmfm.sim.simulator import Simulator
-from pmfm.simulate import load_data
-from pmfm.studies.passthrough import shared_overrides
+from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
+from pmfm.pipelines.dataset import dataset_folder
+from pmfm.pipelines.progress import progress_bar
+from pmfm.pipelines.train import train_surrogate
+from pmfm.search.runner import SearchSettings, dataset_starts, start_points, surrogate_search
+from pmfm.studies.configs import sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 
 
 def surrogate(cfg: DictConfig, out_dir: Path):
-    """``study.ckpt``, or an ensemble trained on the study's dataset (pmfm.train in this process)."""
-    from hydra import compose
-
-    from pmfm.models import SurrogateModule
-    from pmfm.train import train
-
+    """``study.ckpt``, or an ensemble trained on the study's dataset (pmfm.train's pipeline, here)."""
     ckpt = cfg.study.ckpt
     if not ckpt:
-        train_cfg = compose("train", overrides=[*shared_overrides(cfg), *cfg.study.train_overrides])
-        train(train_cfg, out_dir / "surrogate")
+        train_surrogate(sub_config("train", cfg, cfg.study.train), out_dir / "surrogate")
         ckpt = out_dir / "surrogate" / "checkpoints" / "last.ckpt"
     return SurrogateModule.load_from_checkpoint(ckpt, map_location="cpu"), str(ckpt)
 
 
 def search_starts(cfg: DictConfig, space: ParamSpace) -> torch.Tensor:
     """(S, P) the starts every searcher shares: the dataset's best diverse samples or random ones."""
-    from pmfm.search.runner import dataset_starts, start_points
-
     s = cfg.study
     if s.starts_from == "random":
         return start_points(space, int(cfg.seed), range(int(s.n_starts)))
-    from hydra import compose
-
-    from pmfm.datasets.store import load_dataset
-    from pmfm.generate import dataset_folder
-
-    train_cfg = compose("train", overrides=[*shared_overrides(cfg), *s.train_overrides])
-    return dataset_starts(load_dataset(dataset_folder(train_cfg)), space, int(s.n_starts))
+    if s.starts_from != "dataset":
+        raise ConfigError(f"study.starts_from={s.starts_from!r}; expected 'dataset' or 'random'")
+    folder = dataset_folder(sub_config("train", cfg, s.train))
+    return dataset_starts(load_dataset(folder), space, int(s.n_starts))
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Search with every arm from the same starts, re-simulate every candidate, compare."""
-    from pmfm.search.runner import SearchSettings, surrogate_search
-
     s = cfg.study
-    simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
+    simulator = simulator_of(cfg)
+    variant = variant_of(cfg, simulator)
     data = load_data(cfg.data, simulator, variant)
-    space = ParamSpace(data.basis())
+    space = simulator.param_space(data)
     model, ckpt = surrogate(cfg, out_dir)
     starts = search_starts(cfg, space)
     found, wall = {}, {}
@@ -87,8 +78,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         wall[name] = time.perf_counter() - tic
     theta = torch.cat([f.theta for f in found.values()])  # (sum K, P)
     common = dataclasses.replace(simulator, noise="common")  # every candidate sees the same R streams
-    costs = evaluate_params(theta, space, data, common, repeats=int(s.repeats), seed=int(cfg.seed),
-                            variant=variant).costs  # fmt: skip
+    with progress_bar(len(theta) * int(s.repeats), "search_comparison", enabled=cfg.progress) as bar:
+        costs = evaluate_params(theta, space, data, common, repeats=int(s.repeats), seed=int(cfg.seed),
+                                variant=variant, progress=bar.update).costs  # fmt: skip
     sim_total, valid = costs.total.numpy(), costs.n_valid().numpy() > 0
 
     rows, per_arm, at = [], [], 0

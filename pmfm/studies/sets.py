@@ -1,14 +1,24 @@
-"""Which parameter sets a study simulates: samples of the shipped dataset or random feasible starts."""
+"""Which parameter sets a study simulates: samples of a dataset (the shipped one by default) or
+random feasible starts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pmfm.datasets.generation import BUNDLED_DATASETS
+from pmfm.datasets.store import BUNDLED_DATASETS, load_dataset
 from pmfm.params import ParamError, ParamSpace
+from pmfm.pipelines.config import ConfigError
 
-SHIPPED = BUNDLED_DATASETS / "hcp_cmaes_r3"  # 1,280 full-protocol samples, HCP train split, R = 3
+# dataset=hcp_cmaes: 1,280 full-protocol samples, R = 3
+SHIPPED = BUNDLED_DATASETS / "hcp_cmaes_pmfm_1200tr_r3"
+
+
+def dataset_or_shipped(folder: str | Path | None) -> Path:
+    """A study's ``dataset`` setting: the named folder, or the shipped dataset when null."""
+    return Path(folder) if folder else SHIPPED
 
 
 def study_sets(source: str, n: int, space: ParamSpace, seed: int, dataset: str | None = None) -> torch.Tensor:
@@ -16,15 +26,14 @@ def study_sets(source: str, n: int, space: ParamSpace, seed: int, dataset: str |
 
     ``source="dataset"``: valid samples of a dataset (the shipped one unless ``dataset`` names a
     folder) at evenly spaced quantiles of their simulated total, best to worst, so the sets span
-    the costs a search visits. ``source="random"``: least-squares random starts (SPEC section 5).
+    the costs a search visits. ``source="random"``: least-squares random starts
+    (docs/parameters.md#random-starts).
     """
     if source == "random":
         return space.random_start(n, np.random.default_rng([seed, 7]))
     if source != "dataset":
-        raise ValueError(f"study.sets={source!r}; expected 'dataset' or 'random'")
-    from pmfm.datasets.store import load_dataset
-
-    rows = load_dataset(dataset or SHIPPED)
+        raise ConfigError(f"study.sets={source!r}; expected 'dataset' or 'random'")
+    rows = load_dataset(dataset_or_shipped(dataset))
     valid = (rows["n_valid_fc"] > 0) & (rows["n_valid_fcd"] > 0) & np.isfinite(rows["total"])
     theta = torch.as_tensor(rows["theta"][valid], dtype=torch.float64)  # (M, P)
     order = np.argsort(rows["total"][valid], kind="stable")

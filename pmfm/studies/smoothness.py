@@ -1,17 +1,6 @@
 """Assumption 2, smoothness: simulated costs vary smoothly with the parameters, so a surrogate can
-interpolate between samples.
-
-Along straight segments in parameter space (a set from ``study.sets`` to a random feasible set;
-the feasible set is convex, so every point between is feasible) points at the fractions
-``study.fractions`` are each simulated twice with independent noise (R repeats each). Then:
-
-    noise floor     |total(run 1) - total(run 2)| of the same point: the difference at distance 0
-    pair difference |total(p) - total(q)| of two points of one segment (same run), against their
-                    Euclidean distance in normalised coordinates (ParamSpace.normalise)
-
-Pairs are binned by distance (log bins); a bin is "within noise" when its differences are not
-larger than the noise floor's (one-sided Mann-Whitney U, p >= 0.05). The reported distance is the
-upper edge of the last bin before the first bin that is not within noise.
+interpolate between samples. Cost differences along straight segments in parameter space, binned by
+distance, against the noise floor (the same point simulated twice).
 """
 
 from __future__ import annotations
@@ -23,13 +12,11 @@ import torch
 from omegaconf import DictConfig
 from scipy.stats import mannwhitneyu
 
-from pmfm.cost import cost_variant
 from pmfm.evaluate import evaluate_params
-from pmfm.params import ParamSpace
-from pmfm.sim.simulator import Simulator
+from pmfm.pipelines.config import load_data, simulator_of, variant_of
+from pmfm.pipelines.progress import progress_bar
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 from pmfm.studies.sets import study_sets
-from pmfm.studies.targets import study_data
 
 ALPHA = 0.05  # one-sided test level: a bin's differences exceed the noise floor's
 
@@ -82,19 +69,29 @@ def within_noise_distance(bins: list[dict]) -> float:
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Simulate every segment point twice (one call, independent noise); bin pair differences."""
+    """Simulate every segment point twice (one call, independent noise); bin pair differences.
+
+    Segments run from a set of ``study.sets`` to a random feasible set (the feasible set is convex:
+    every point between is feasible); the points at ``study.fractions`` are simulated twice, R
+    repeats each. Noise floor: |total(run 1) - total(run 2)| of one point; pair difference:
+    |total(p) - total(q)| of two points of a segment (same run) against their distance in normalised
+    coordinates. A log-spaced distance bin is within noise unless its differences exceed the noise
+    floor's (one-sided Mann-Whitney U, p < 0.05); the reported distance is the upper edge of the last
+    bin before the first one that is not.
+    """
     s = cfg.study
-    simulator = Simulator.from_config(cfg.simulator, cfg.device)
-    variant = cost_variant(cfg.cost.name)
-    data = study_data(cfg, simulator.protocol.n_tr, variant)
-    space = ParamSpace(data.basis())
+    simulator = simulator_of(cfg)
+    variant = variant_of(cfg, simulator)
+    data = load_data(cfg.data, simulator, variant)  # a shortened protocol: FCD rescaled (data.fcd_n_tr)
+    space = simulator.param_space(data)
     start = study_sets(s.sets, s.n_segments, space, cfg.seed)  # (S, P)
     end = space.random_start(len(start), np.random.default_rng([int(cfg.seed), 13]))
     points = segment_points(start, end, s.fractions)  # (S, K, P)
     n_seg, k = points.shape[:2]
     flat = points.reshape(-1, space.dim)
-    costs = evaluate_params(torch.cat([flat, flat]), space, data, simulator, repeats=s.repeats,
-                            seed=int(cfg.seed), variant=variant).costs  # fmt: skip
+    with progress_bar(2 * len(flat) * int(s.repeats), "smoothness", enabled=cfg.progress) as bar:
+        costs = evaluate_params(torch.cat([flat, flat]), space, data, simulator, repeats=s.repeats,
+                                seed=int(cfg.seed), variant=variant, progress=bar.update).costs  # fmt: skip
     total = costs.total.numpy().reshape(2, n_seg, k)  # (runs, S, K)
     valid = (costs.n_valid().numpy() > 0).reshape(2, n_seg, k)  # both terms had a valid repeat
     total = np.where(valid, total, np.nan)  # an invalid point (cost 10 per term) is left out of every pair

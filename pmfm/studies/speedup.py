@@ -1,16 +1,5 @@
 """Speedup: the time per candidate evaluation and the wall time of a whole fit, side by side on one
 device, and the seed's 5,000x claim checked against these numbers (not repeated).
-
-1. Per evaluation (``pmfm.benchmark.run_benchmark``, the full protocol, extrapolated from
-   ``study.steps`` steps): the simulator's plain Euler path, and on CUDA the compiled path and the
-   fused kernel ("not available on this device" elsewhere), the cost, and the surrogate networks.
-   A candidate costs R simulations plus R costs; a surrogate evaluation is one forward pass.
-2. Whole fit: the two fits of a parameter_recovery run (``study.fits_from``, or run here), each
-   fit's wall time with dataset generation counted, and the speedup at equal validated quality: the
-   simulator strategy's time until its validated best first matched the surrogate fit's validated
-   best (generations assumed equally long), against the surrogate fit's whole wall time.
-3. The GPU figures recorded in ``study.gpu_record`` (benchmarks/results.csv) for ``study.gpu_device``,
-   cited with their device.
 """
 
 from __future__ import annotations
@@ -22,7 +11,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from pmfm.pipelines.benchmark import run_benchmark
+from pmfm.pipelines.fit.state import RunState
 from pmfm.sim.simulator import resolve_device
+from pmfm.studies.configs import sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 
 GPU_ONLY = ("compiled", "fused")  # simulator paths that need CUDA
@@ -30,8 +22,6 @@ GPU_ONLY = ("compiled", "fused")  # simulator paths that need CUDA
 
 def per_evaluation(cfg: DictConfig, device) -> list[dict]:
     """Simulations/s, cost/s and surrogate evaluations/s on this device, and seconds per candidate."""
-    from pmfm.benchmark import run_benchmark
-
     s = cfg.study
     cuda = device.type == "cuda"
     methods = ("euler", *GPU_ONLY) if cuda else ("euler",)
@@ -127,9 +117,9 @@ def recorded_gpu(path: Path, device_key: str, repeats: int) -> list[dict]:
 
 
 def whole_fits(cfg: DictConfig, out_dir: Path) -> dict:
-    """Wall time, simulations and validated best of each fit, and the equal-quality speedup."""
-    from pmfm.fitting import RunState
-
+    """Wall time, simulations and validated best of each fit, and the equal-quality speedup: the
+    simulator strategy's time until its validated best first matched the surrogate fit's (generations
+    assumed equally long), against the surrogate fit's whole wall time."""
     s = cfg.study
     folder = Path(s.fits_from) if s.fits_from else _run_recovery(cfg, out_dir)
     fits = {k: folder / f"fit_{k}" for k in ("simulator", "surrogate")}
@@ -177,25 +167,26 @@ def _ratio(row: dict, reference: dict) -> str:
 
 
 def _run_recovery(cfg: DictConfig, out_dir: Path) -> Path:
-    """Run the parameter_recovery study (same data and device, its own protocol) into ``out_dir/recovery``."""
-    from hydra import compose
-
+    """Run the parameter_recovery study (same data and device, its own protocol and simulator) into
+    ``out_dir/recovery``."""
     from pmfm.studies import parameter_recovery
-    from pmfm.studies.passthrough import shared_overrides
 
-    overrides = [
-        f"experiment={cfg.study.recovery_experiment}",
-        *shared_overrides(cfg, simulator=False),
-        f"seed={cfg.seed}",
-        f"plot={cfg.plot}",
-        *cfg.study.recovery_overrides,
-    ]
-    parameter_recovery.run(compose("experiment", overrides=overrides), out_dir / "recovery")
+    recovery = sub_config("experiment", cfg, cfg.study.recovery, share=("data",))
+    parameter_recovery.run(recovery, out_dir / "recovery")
     return out_dir / "recovery"
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Per-evaluation timings, whole-fit wall times, recorded GPU figures; the claim checked."""
+    """Per-evaluation timings, whole-fit wall times, recorded GPU figures; the claim checked.
+
+    1. Per evaluation (:func:`per_evaluation`, the full protocol extrapolated from ``study.steps``
+       steps): the plain Euler path and, on CUDA, the compiled path and the fused kernel; the cost;
+       the surrogates. A candidate costs R simulations plus R costs, a surrogate evaluation one pass.
+    2. Whole fit (:func:`whole_fits`): the two fits of a parameter_recovery run (``study.fits_from``,
+       or run here with ``study.recovery``), wall times with dataset generation, and the speedup at
+       equal validated quality.
+    3. The GPU figures recorded in ``study.gpu_record`` for ``study.gpu_device``, cited with their device.
+    """
     s = cfg.study
     device = resolve_device(cfg.device)
     here = per_evaluation(cfg, device)

@@ -1,41 +1,32 @@
 """Does filtering the linearised FC through the haemodynamics rank the best sets' FC cost better?
 
-``mlp_lna`` matches two linearised FC patterns to the empirical FC: that of all fluctuations of S
-(the Lyapunov covariance) and that of their zero-frequency spectrum (BOLD's low-pass limit). Among the
-best 10% of the shipped dataset the FC cost is the term it ranks worst. The question here: is the
-pattern's frequency weighting what is missing? The BOLD covariance of the linearised model, with the
-Balloon-Windkessel model linearised per region at its steady state (driven by S*), is
-
-    cov_BOLD = (1 / pi) int_0^inf Re[ Hd(w) T U R(w) Q' R(w)^H U^T T Hd(w)^H ] dw
-
-with Hd(w) = diag of each region's haemodynamic transfer dBOLD/dS at frequency w, A = T U diag(l)
-U^T T^-1 the Jacobian (``pmfm.physics.linearized``), R(w) = diag(1 / (i w - l)) and Q' the noise in
-that eigenbasis; the integral on a log-spaced grid (0 and 1e-3 .. 300 rad/s, trapezoid). Printed and
-written to ``results/linearised_bold_fc.json``: the Spearman of each pattern match (and of the other
-summaries) with the simulated FC cost and total, over all samples and within the best 10% by total.
-
-    python experiments/linearised_bold_fc.py        # ~2.5 min on one CPU thread
+The linearised MLP (``model=mlp``) matches the FC patterns of the linearised model (of S, and of its
+zero-frequency spectrum) to the empirical FC; among the best 10% of the shipped dataset the FC cost
+is the term it ranks worst. Here the pattern of the linearised BOLD covariance (:func:`bold_covariance`)
+is scored like the other features: its Spearman with the simulated FC cost and total, over all
+samples and within the best 10% by total (linearised_bold_fc.json).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
-from pmfm.data import load_bundled
 from pmfm.datasets import load_dataset
-from pmfm.datasets.generation import BUNDLED_DATASETS
 from pmfm.models.metrics import spearman
-from pmfm.sim import linearized as lna
+from pmfm.physics import linearized as lna
 from pmfm.physics.balloon import ALPHA, GAMMA_H, K1, K2, K3, KAPPA, RHO, TAU
 from pmfm.physics.dynamics import SC_SCALE
+from pmfm.pipelines.config import load_data, simulator_of, variant_of
+from pmfm.pipelines.progress import progress_bar
+from pmfm.studies.report import write_json
+from pmfm.studies.sets import dataset_or_shipped
 
 OMEGA = torch.cat([torch.zeros(1), torch.logspace(-3, 2.5, 220, dtype=torch.float64)])  # rad/s
-CHUNK = 32  # parameter sets at once: (CHUNK, N, N) complex per frequency
 
 
 def trapezoid_weights(x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +65,17 @@ def balloon_transfer(s: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
 
 
 def bold_covariance(lin: lna.Linearization) -> torch.Tensor:
-    """(B, N, N) BOLD covariance of B linearised parameter sets (``pmfm.physics.linearized``, float64)."""
+    """(B, N, N) BOLD covariance of B linearised parameter sets (``pmfm.physics.linearized``, float64).
+
+    With the Balloon-Windkessel model (docs/haemodynamics.md) linearised per region at its steady
+    state (driven by S*)::
+
+        cov_BOLD = (1 / pi) int_0^inf Re[ Hd(w) T U R(w) Q' R(w)^H U^T T Hd(w)^H ] dw
+
+    Hd(w) = diag of each region's transfer dBOLD/dS at frequency w (:func:`balloon_transfer`),
+    A = T U diag(l) U^T T^-1 the Jacobian, R(w) = diag(1 / (i w - l)) and Q' the noise in that
+    eigenbasis; the integral on ``OMEGA`` (0 and 1e-3 .. 300 rad/s, log-spaced), trapezoid rule.
+    """
     lam = lin.eigenvalues.clamp(max=lna.MAX_EIGENVALUE)  # as the Lyapunov covariance does
     modes, noise = lin.modes.to(torch.complex128), lin.mode_noise.to(torch.complex128)
     transfer = balloon_transfer(lin.s, OMEGA)  # (B, N, F)
@@ -86,10 +87,13 @@ def bold_covariance(lin: lna.Linearization) -> torch.Tensor:
     return cov / math.pi
 
 
-def main() -> dict:
-    torch.set_num_threads(1)
-    rows = load_dataset(BUNDLED_DATASETS / "hcp_cmaes_r3")
-    data = load_bundled("train")
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Every dataset row linearised; the Spearman of each feature with the FC cost and the total."""
+    s = cfg.study
+    torch.set_num_threads(1)  # as the recorded run (~2.5 min on one CPU thread)
+    simulator = simulator_of(cfg)
+    data = load_data(cfg.data, simulator, variant_of(cfg, simulator))
+    rows = load_dataset(dataset_or_shipped(s.dataset))
     basis = torch.as_tensor(data.basis(), dtype=torch.float64)  # (N, 3)
     theta = torch.as_tensor(rows["theta"], dtype=torch.float64)  # (S, 10)
     w, I, sigma = theta[:, 0:3] @ basis.T, theta[:, 3:6] @ basis.T, theta[:, 7:10] @ basis.T
@@ -99,10 +103,12 @@ def main() -> dict:
     target_fc = torch.as_tensor(np.array(data.fc), dtype=torch.float64)
 
     bold_match, summaries = [], []
-    for i in torch.arange(len(theta)).split(CHUNK):
-        lin = lna.linearize(w[i], I[i], G[i], sigma[i], coupling)
-        bold_match.append(lna.pattern_match(lna.fisher_edges(bold_covariance(lin)), target_fc))
-        summaries.append(lna.summary(lin, target_fc))
+    with progress_bar(len(theta), "linearised_bold_fc", unit="set", enabled=cfg.progress) as bar:
+        for i in torch.arange(len(theta)).split(int(s.chunk)):
+            lin = lna.linearize(w[i], I[i], G[i], sigma[i], coupling)
+            bold_match.append(lna.pattern_match(lna.fisher_edges(bold_covariance(lin)), target_fc))
+            summaries.append(lna.summary(lin, target_fc))
+            bar.update(len(i))
     features = {"bold_fc_match": torch.cat(bold_match)}
     names = lna.SUMMARY_NAMES + lna.TARGET_NAMES
     features |= {name: column for name, column in zip(names, torch.cat(summaries).T, strict=True)}
@@ -116,11 +122,6 @@ def main() -> dict:
         rho = [spearman(-value[m], y[m]) for m in (ok, best) for y in (fc_cost, total)]
         result[name] = dict(zip(("fc_cost", "total", "fc_cost_best10", "total_best10"), rho, strict=True))
         print(f"{name:15s} {rho[0]:8.3f} {rho[1]:8.3f} {rho[2]:18.3f} {rho[3]:8.3f}")
-    out = Path(__file__).parent / "results" / "linearised_bold_fc.json"
     summary = {"samples": int(ok.sum()), "best10": int(best.sum()), "spearman": result}
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    return result
-
-
-if __name__ == "__main__":
-    main()
+    write_json(summary, out_dir / "linearised_bold_fc.json", s.out)
+    return summary
