@@ -223,6 +223,22 @@ def test_streaming_yields_the_same_rows_as_memory(dataset, space, num_workers):
         assert not torch.equal(first, second)
 
 
+@pytest.mark.parametrize("stream_rows", [2_000_000, 0])
+def test_batches_carry_each_rows_position_in_the_dataset(dataset, space, stream_rows):
+    folder, rows = dataset  # rows: the shards concatenated in order, as load_dataset reads them
+    dm = make_dm(folder, space, stream_rows=stream_rows)
+    seen = []
+    for loader in loaders(dm).values():
+        for batch in loader:
+            assert batch["index"].dtype == torch.int64 and batch["index"].shape == batch["valid"].shape
+            ids = batch["y"][:, 2].long().numpy()  # fc_l1 holds the sample id
+            np.testing.assert_array_equal(rows["sample_id"][batch["index"].numpy()], ids)
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(len(rows["sample_id"])))  # every row once, over the splits
+    if not dm.streaming:
+        assert dm.dataset("val")[0]["index"].shape == ()
+
+
 def test_fit_runs_on_both_paths(dataset, space):
     import lightning as L
 

@@ -19,7 +19,6 @@ from pmfm.models import (
     SurrogateModule,
     auroc,
     pearson,
-    rankdata,
     spearman,
     surrogate_report,
     top_k_recall,
@@ -128,15 +127,20 @@ def tiny_trainer(tmp_path, **kwargs):
 
 
 # -- metrics ---------------------------------------------------------------------------------------
-def test_rankdata_pearson_spearman_match_scipy():
+def test_pearson_spearman_match_scipy():
     rng = np.random.default_rng(1)
     a = rng.integers(0, 6, 40).astype(float)  # many ties
     b = a + rng.normal(0, 2, 40)
-    np.testing.assert_allclose(rankdata(torch.tensor(a)).numpy(), stats.rankdata(a))
     assert pearson(torch.tensor(a), torch.tensor(b)) == pytest.approx(stats.pearsonr(a, b)[0], abs=1e-12)
-    assert spearman(torch.tensor(a), torch.tensor(b)) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
+    # torchmetrics' Spearman keeps a 1e-6 guard in its denominator
+    assert spearman(torch.tensor(a), torch.tensor(b)) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-6)
+    assert spearman(a[::-1].copy(), a) == pytest.approx(stats.spearmanr(a[::-1], a)[0], abs=1e-6)  # arrays
     assert math.isnan(pearson(torch.ones(5), torch.arange(5.0)))  # constant input
+    assert math.isnan(spearman(torch.arange(5.0), torch.full((5,), 2.0)))
     assert math.isnan(spearman(torch.ones(1), torch.ones(1)))
+    assert math.isnan(pearson(torch.tensor([0.0, math.nan, 1.0]), torch.arange(3.0)))  # non-finite
+    with pytest.raises(ValueError, match="lengths"):
+        spearman(torch.ones(3), torch.ones(4))
 
 
 def test_top_k_recall_by_hand():
@@ -152,6 +156,8 @@ def test_auroc_by_hand_and_against_mann_whitney():
     assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
     assert auroc(torch.tensor([0.5, 0.5]), torch.tensor([False, True])) == 0.5  # a tie counts half
     assert math.isnan(auroc(torch.rand(4), torch.ones(4, dtype=torch.bool)))
+    assert auroc(torch.full((4,), 5.0), torch.tensor([0, 1, 0, 1])) == 0.5  # all tied, outside [0, 1]
+    assert auroc(torch.tensor([-3.0, 7.0, 2.0]), torch.tensor([0, 1, 1])) == 1.0  # scores, not probabilities
     rng = np.random.default_rng(2)
     scores, labels = rng.integers(0, 5, 60).astype(float), rng.random(60) < 0.4
     u = stats.mannwhitneyu(scores[labels], scores[~labels]).statistic
@@ -174,6 +180,27 @@ def test_surrogate_report_uses_valid_rows_only():
         assert report[key] == pytest.approx(1.0), key
     assert report["auroc_valid"] == 1.0
     assert math.isnan(surrogate_report(pred, true, torch.ones(n, dtype=torch.bool))["auroc_valid"])
+
+
+def test_surrogate_report_with_ties_against_scipy_and_exact_auroc():
+    """A hand-made split with tied predictions and ties across classes: every figure by hand."""
+    total = torch.tensor([0.50, 0.70, 0.60, 0.90, 0.80, 1.10, 1.00, 1.30, 1.20, 1.50, 9.0, 9.0])
+    pred_total = torch.tensor([0.55, 0.55, 0.70, 0.70, 0.70, 1.00, 1.20, 1.20, 1.10, 1.40, 0.1, 0.2])
+    valid = torch.tensor([True] * 10 + [False] * 2)
+    p_valid = torch.tensor([0.9, 0.8, 0.8, 0.7, 0.3, 0.9, 0.6, 0.6, 0.8, 0.5, 0.3, 0.6])  # ties with invalid
+    pred = {"total": pred_total, "p_valid": p_valid}
+    report = surrogate_report(pred, {"total": total}, valid)
+    t, p = total[:10].numpy(), pred_total[:10].numpy()
+    assert report["mae_total"] == pytest.approx(np.abs(p - t).mean(), abs=1e-7)
+    assert report["pearson"] == pytest.approx(stats.pearsonr(p, t)[0], abs=1e-6)
+    assert report["spearman"] == pytest.approx(stats.spearmanr(p, t)[0], abs=1e-6)
+    assert math.isnan(report["pearson_top10"]) and math.isnan(report["spearman_top10"])  # one row: undefined
+    assert report["top1_recall"] == 1.0 and report["top5_recall"] == 1.0  # k = 1: row 0, predicted best
+    # exact AUROC: pairs (valid, invalid) scored higher, ties counting half, by hand
+    pos, neg = p_valid[valid], p_valid[~valid]
+    wins = (pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()
+    assert report["auroc_valid"] == pytest.approx(float(wins.mean()), abs=1e-7)
+    assert report["auroc_valid"] == pytest.approx(33 / 40)  # 16.5 of the 20 pairs
 
 
 # -- the module: loss masking, bounds, ensembles ---------------------------------------------------
@@ -332,6 +359,30 @@ def test_training_lowers_the_loss_and_checkpoint_reloads(geometry, space, tmp_pa
     assert isinstance(reloaded.hparams.box, list) and isinstance(reloaded.hparams.sc[0], list)
     for key, value in reloaded.predict(theta).items():
         torch.testing.assert_close(value, expected_pred[key])
+
+
+def test_eval_counts_each_row_once_in_dataset_order(geometry, tmp_path):
+    """Batches out of order with one repeated (as a distributed sampler pads): the same figures."""
+    module = make_module(geometry)
+    rows = synthetic_rows(100, seed=4)
+    plain = tiny_trainer(tmp_path).validate(module, loader(rows, batch_size=32), verbose=False)[0]
+    expected = module.last_eval
+    batches = [rows[list(range(i, min(i + 32, len(rows))))] for i in range(0, len(rows), 32)]
+    padded = [batches[2], batches[0], batches[3], batches[1], batches[0]]
+    metrics = tiny_trainer(tmp_path).validate(module, DataLoader(padded, batch_size=None), verbose=False)[0]
+    assert metrics.keys() == plain.keys()
+    for key, value in plain.items():  # val/loss too: the batch-size weighted mean of batch losses
+        assert metrics[key] == pytest.approx(value, rel=1e-6), key
+    pred, true, valid = module.last_eval
+    assert torch.equal(valid, expected[2]) and len(valid) == len(rows)
+    for key in ("total", "fc_cost", "ks"):
+        torch.testing.assert_close(true[key], expected[1][key])
+        torch.testing.assert_close(pred[key], expected[0][key])
+    # batches without an index (a loader of one's own): every row counted, in the order seen
+    bare = [{k: v for k, v in b.items() if k != "index"} for b in batches]
+    metrics = tiny_trainer(tmp_path).validate(module, DataLoader(bare, batch_size=None), verbose=False)[0]
+    assert metrics == pytest.approx(plain)
+    torch.testing.assert_close(module.last_eval[0]["total"], expected[0]["total"])
 
 
 def test_predict_raw_equals_forward_on_normalised(geometry, space):

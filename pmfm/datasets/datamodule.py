@@ -22,9 +22,12 @@ train split raises when its loader is asked for.
 
 Every batch is a dict of tensors: ``x`` (B, P) float32 coefficients normalised to [0, 1] by the
 ParamSpace's box, ``y`` (B, T) float32 outputs in ``output_names`` order, ``valid`` (B,) bool,
-True when both n_valid_fc and n_valid_fcd are positive. Targets of invalid samples are kept as
-stored (the cost's ``invalid_value``, 10 in the "fit" stage): the loss is expected to mask the cost
-outputs with ``valid``; the "valid" target itself (1.0 / 0.0) is meaningful for every row.
+True when both n_valid_fc and n_valid_fcd are positive, and ``index`` (B,) int64, the row's
+position in the whole dataset (its complete shards in order, as ``load_dataset`` reads them), so
+that evaluation under DDP can count each row of a split once, however the sampler padded it.
+Targets of invalid samples are kept as stored (the cost's ``invalid_value``, 10 in the "fit"
+stage): the loss is expected to mask the cost outputs with ``valid``; the "valid" target itself
+(1.0 / 0.0) is meaningful for every row.
 
 Datasets with at most ``stream_rows`` rows are loaded once into memory; larger ones stream from
 their shards (an IterableDataset, one shard at a time, shards dealt to DataLoader workers and DDP
@@ -144,11 +147,20 @@ def encode_outputs(rows: dict[str, np.ndarray], outputs: Sequence[str]) -> tuple
     return y, valid
 
 
-def encode(rows: dict[str, np.ndarray], space: ParamSpace, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
-    """A batch dict ``x`` (n, P) float32 normalised, ``y`` (n, T) float32, ``valid`` (n,) bool."""
+def encode(
+    rows: dict[str, np.ndarray], space: ParamSpace, outputs: Sequence[str], index: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """A batch dict ``x`` (n, P) float32 normalised, ``y`` (n, T) float32, ``valid`` (n,) bool and
+    ``index`` (n,) int64, the rows' positions in the dataset (default 0..n-1)."""
     y, valid = encode_outputs(rows, outputs)
     x = space.normalise(torch.from_numpy(np.asarray(rows["theta"], dtype=np.float64))).to(torch.float32)
-    return {"x": x, "y": torch.from_numpy(y), "valid": torch.from_numpy(valid)}
+    index = np.arange(len(valid)) if index is None else np.asarray(index)
+    return {
+        "x": x,
+        "y": torch.from_numpy(y),
+        "valid": torch.from_numpy(valid),
+        "index": torch.from_numpy(index.astype(np.int64)),
+    }
 
 
 class _Moments:
@@ -179,10 +191,16 @@ class _Moments:
 
 # -- datasets ---------------------------------------------------------------------------------------
 class RowsDataset(Dataset):
-    """In-memory rows, TensorDataset-like: an int index gives one item, a list of indices a batch."""
+    """In-memory rows, TensorDataset-like: an int index gives one item, a list of indices a batch.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor):
+    ``index`` (n,): each row's position in the dataset (default 0..n-1).
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None
+    ):
         self.x, self.y, self.valid = x, y, valid  # (n, P), (n, T), (n,)
+        self.index = torch.arange(len(valid)) if index is None else torch.as_tensor(index, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -190,7 +208,12 @@ class RowsDataset(Dataset):
     def __getitem__(self, index) -> dict[str, torch.Tensor]:
         if not isinstance(index, int):
             index = torch.as_tensor(index, dtype=torch.int64)
-        return {"x": self.x[index], "y": self.y[index], "valid": self.valid[index]}
+        return {
+            "x": self.x[index],
+            "y": self.y[index],
+            "valid": self.valid[index],
+            "index": self.index[index],
+        }
 
 
 class ShardStream(IterableDataset):
@@ -199,6 +222,7 @@ class ShardStream(IterableDataset):
     Shards are dealt to (DDP rank, DataLoader worker) pairs so that no two readers share one; with
     ``shuffle`` the shard order is permuted each pass (the same permutation in every worker) and
     the rows of each shard too. Batches carry over shard boundaries; a reader's last one may be short.
+    ``offsets``: the dataset position of each shard's first row (its rows' ``index`` counts on from it).
     """
 
     COLUMNS = ("theta", "start", "shard", "n_valid_fc", "n_valid_fcd")
@@ -212,19 +236,23 @@ class ShardStream(IterableDataset):
         outputs: Sequence[str],
         batch_size: int,
         shuffle: bool,
+        offsets: dict[int, int],
     ):
         self.store = ShardStore(folder)
         self.shards, self.keys = sorted(shards), np.asarray(keys, dtype=np.int64)
         self.space, self.outputs = space, tuple(outputs)
         self.batch_size, self.shuffle = batch_size, shuffle
+        self.offsets = {int(k): int(v) for k, v in offsets.items()}
         self._passes = 0  # passes made by this copy (persistent workers keep theirs)
 
     def read(self, shard: int, columns: Sequence[str]) -> dict[str, np.ndarray]:
-        """The split's rows of one shard (only ``columns``), in stored order."""
+        """The split's rows of one shard (only ``columns``), in stored order, with their dataset ``index``."""
         with np.load(self.store.shard_path(shard)) as z:
             rows = {k: z[k] for k in {*columns, "start", "shard"}}
         keep = np.isin(group_keys(rows["start"], rows["shard"]), self.keys)
-        return {k: v[keep] for k, v in rows.items()}
+        rows = {k: v[keep] for k, v in rows.items()}
+        rows["index"] = self.offsets[shard] + np.flatnonzero(keep)
+        return rows
 
     def my_shards(self) -> tuple[list[int], int]:
         """This reader's shards in reading order, and the pass's seed."""
@@ -250,7 +278,8 @@ class ShardStream(IterableDataset):
         columns = (*self.COLUMNS, *(t for t in self.outputs if t != "valid"))
         pending: dict[str, torch.Tensor] | None = None
         for shard in shards:
-            batch = encode(self.read(shard, columns), self.space, self.outputs)
+            rows = self.read(shard, columns)
+            batch = encode(rows, self.space, self.outputs, rows["index"])
             if self.shuffle:
                 perm = torch.from_numpy(np.random.default_rng([seed, shard]).permutation(len(batch["valid"])))
                 batch = {k: v[perm] for k, v in batch.items()}
@@ -357,20 +386,22 @@ class PMFMDataModule(L.LightningDataModule):
         row_split = np.array([split_of[k] for k in unique.tolist()], dtype=np.int64)[
             np.searchsorted(unique, keys)
         ]
-        batch = encode(rows, self.space, self.output_names)
+        batch = encode(rows, self.space, self.output_names)  # index: the position in the dataset
         for s, name in enumerate(SPLITS):
             index = torch.from_numpy(np.flatnonzero(row_split == s))
-            self._data[name] = RowsDataset(*(batch[k][index] for k in ("x", "y", "valid")))
+            self._data[name] = RowsDataset(*(batch[k][index] for k in ("x", "y", "valid", "index")))
             self.split_rows[name] = len(index)
 
     def _setup_streaming(self, store: ShardStore, shards: list[int]) -> None:
         sizes: dict[int, int] = {}
         shard_keys: dict[int, np.ndarray] = {}
+        offsets, offset = {}, 0  # the dataset position of each shard's first row, as load_dataset reads them
         for shard in shards:
             if store.complete_info(shard) is None:
                 raise DatasetError(f"{store.shard_path(shard)}: has a sidecar but is missing or corrupt")
             with np.load(store.shard_path(shard)) as z:
                 unique, counts = np.unique(group_keys(z["start"], z["shard"]), return_counts=True)
+                offsets[shard], offset = offset, offset + len(z["start"])
             shard_keys[shard] = unique
             for k, c in zip(unique.tolist(), counts.tolist(), strict=True):
                 sizes[k] = sizes.get(k, 0) + c
@@ -386,6 +417,7 @@ class PMFMDataModule(L.LightningDataModule):
                 self.output_names,
                 self.batch_size,
                 shuffle=name == "train",
+                offsets=offsets,
             )
             self.split_rows[name] = sum(sizes[k] for k in keys.tolist())
 

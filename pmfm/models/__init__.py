@@ -4,7 +4,7 @@
 ``pmfm.models.networks``; ``pmfm.models.metrics`` scores ranking quality near the optimum.
 """
 
-from pmfm.models.metrics import auroc, pearson, rankdata, spearman, surrogate_report, top_k_recall
+from pmfm.models.metrics import auroc, pearson, spearman, surrogate_report, top_k_recall
 from pmfm.models.module import COST_RANGES, SurrogateModule
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "SurrogateModule",
     "auroc",
     "pearson",
-    "rankdata",
     "spearman",
     "surrogate_report",
     "top_k_recall",

@@ -1,8 +1,13 @@
-"""How well a surrogate ranks parameter sets, the quantity search depends on (SPEC section 8).
+"""How well a surrogate ranks parameter sets, the quantity search depends on (docs/surrogates.md).
 
-Plain torch, computed in float64 on 1-D tensors; each function returns a Python float, NaN where
-the quantity is undefined (fewer than two samples, a constant input, one class absent). Lower cost
-is better throughout: the "best" samples are those with the lowest total.
+Pearson, Spearman (average ranks for ties), the AUROC and the MAE come from torchmetrics; the
+within-best-10% correlations and the top-k recall are small functions of their own. All take 1-D
+tensors, compute in float64 on the CPU and return a Python float, NaN where the quantity is
+undefined (fewer than two samples, a constant or non-finite input, one class absent). Lower cost is
+better throughout: the "best" samples are those with the lowest total.
+
+These are functions of whole tensors: under DDP, ``SurrogateModule`` gathers the split's
+predictions from every process first, so the figures are those of the whole split.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import math
 from collections.abc import Mapping
 
 import torch
+from torchmetrics.functional import mean_absolute_error, pearson_corrcoef, spearman_corrcoef
+from torchmetrics.functional.classification import binary_auroc
 
 TOP_FRACTION = 0.10  # "near the optimum": the best 10% of samples by simulated total
 RECALL_FRACTIONS = {"top1_recall": 0.01, "top5_recall": 0.05}
@@ -20,33 +27,42 @@ def _vector(x) -> torch.Tensor:
     return torch.as_tensor(x).detach().reshape(-1).to(device="cpu", dtype=torch.float64)
 
 
-def rankdata(x) -> torch.Tensor:
-    """1-based ranks of a 1-D tensor, ties given their average rank (scipy.stats.rankdata's default)."""
-    x = _vector(x)
-    values, order = torch.sort(x, stable=True)
-    _, inverse, counts = torch.unique_consecutive(values, return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts  # 0-based position of each tie group's first member
-    average = first.to(torch.float64) + (counts.to(torch.float64) + 1) / 2  # (groups,)
-    ranks = torch.empty_like(x)
-    ranks[order] = average[inverse]
-    return ranks
+def _pair(a, b, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Both as float64 vectors, or None where a correlation is undefined."""
+    a, b = _vector(a), _vector(b)
+    if a.numel() != b.numel():
+        raise ValueError(f"{name}: lengths differ ({a.numel()} vs {b.numel()})")
+    if a.numel() < 2 or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return None
+    if a.min() == a.max() or b.min() == b.max():  # constant
+        return None
+    return a, b
 
 
 def pearson(a, b) -> float:
-    """Pearson correlation of two equal-length vectors."""
-    a, b = _vector(a), _vector(b)
-    if a.numel() != b.numel():
-        raise ValueError(f"pearson: lengths differ ({a.numel()} vs {b.numel()})")
-    if a.numel() < 2:
-        return math.nan
-    a, b = a - a.mean(), b - b.mean()
-    denom = torch.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else math.nan
+    """Pearson correlation of two equal-length vectors (torchmetrics)."""
+    pair = _pair(a, b, "pearson")
+    return math.nan if pair is None else float(pearson_corrcoef(*pair))
 
 
 def spearman(a, b) -> float:
-    """Spearman rank correlation (Pearson of average ranks)."""
-    return pearson(rankdata(a), rankdata(b))
+    """Spearman rank correlation, ties given their average rank (torchmetrics)."""
+    pair = _pair(a, b, "spearman")
+    return math.nan if pair is None else float(spearman_corrcoef(*pair))
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of ``scores`` for boolean ``labels``, a tie counting half (torchmetrics)."""
+    scores = _vector(scores)
+    labels = torch.as_tensor(labels).detach().reshape(-1).to("cpu").bool()
+    if scores.numel() != labels.numel():
+        raise ValueError(f"auroc: lengths differ ({scores.numel()} vs {labels.numel()})")
+    if labels.all() or not labels.any() or not torch.isfinite(scores).all():
+        return math.nan
+    lo, hi = scores.min(), scores.max()
+    if lo < 0 or hi > 1:  # torchmetrics would read them as logits; a rescale keeps the order
+        scores = (scores - lo) / (hi - lo) if hi > lo else torch.zeros_like(scores)
+    return float(binary_auroc(scores, labels.long()))
 
 
 def top_k_recall(pred, true, frac: float) -> float:
@@ -64,19 +80,6 @@ def top_k_recall(pred, true, frac: float) -> float:
     best_true = torch.argsort(true, stable=True)[:k]
     best_pred = torch.argsort(pred, stable=True)[:k]
     return float(torch.isin(best_true, best_pred).sum()) / k
-
-
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve of ``scores`` for boolean ``labels`` (Mann-Whitney U, ties averaged)."""
-    scores = _vector(scores)
-    labels = torch.as_tensor(labels).detach().reshape(-1).to("cpu").bool()
-    n_pos = int(labels.sum())
-    n_neg = labels.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = rankdata(scores)
-    u = float(ranks[labels].sum()) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
 
 
 def surrogate_report(pred: Mapping[str, torch.Tensor], true: Mapping[str, torch.Tensor], valid) -> dict:
@@ -98,7 +101,7 @@ def surrogate_report(pred: Mapping[str, torch.Tensor], true: Mapping[str, torch.
             continue
         p, t = _vector(pred[key]), _vector(true[key])
         keep = valid & torch.isfinite(t)
-        out[f"mae_{key}"] = float((p[keep] - t[keep]).abs().mean()) if keep.any() else math.nan
+        out[f"mae_{key}"] = float(mean_absolute_error(p[keep], t[keep])) if keep.any() else math.nan
     if "total" in pred and "total" in true:
         p, t = _vector(pred["total"]), _vector(true["total"])
         keep = valid & torch.isfinite(t)

@@ -1,4 +1,4 @@
-"""The surrogate as a LightningModule: a thin system around a plain network (SPEC section 8).
+"""The surrogate as a LightningModule: a thin system around a plain network (docs/surrogates.md).
 
 The network maps normalised parameters u (B, P) in [0, 1] to raw outputs z (B, 1 + T): z[:, 0] is
 the validity logit, z[:, 1 + i] the unbounded score of cost term ``terms[i]``, bounded by a scaled
@@ -8,6 +8,10 @@ the same batches (summed losses) and predict a mean and a spread.
 
 Loss: binary cross-entropy on validity over every row, plus the MSE of each bounded cost term over
 the valid rows only (invalid rows hold a placeholder cost such as 10, or NaN).
+
+Validation and test metrics (``pmfm.models.metrics``) are those of the whole split: under DDP each
+process's predictions are gathered, and rows the sampler repeated to even out the processes are
+counted once (by the batches' ``index``), so the figures do not depend on the number of processes.
 
 Built from primitive hyperparameters only (lists, not arrays), so
 ``SurrogateModule.load_from_checkpoint(path)`` works without Hydra.
@@ -22,6 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from pmfm.data import load_bundled
 from pmfm.models.metrics import surrogate_report
@@ -52,7 +57,7 @@ class SurrogateModule(L.LightningModule):
         lr, weight_decay: AdamW settings.
         validity_weight: weight of the validity loss beside the cost loss.
         max_epochs_hint: cosine schedule length when the trainer does not give max_epochs.
-        circuit: the circuit model the parameters belong to ("pmfm" or "fic", SPEC section 9).
+        circuit: the circuit model the parameters belong to ("pmfm" or "fic", docs/fic.md).
         bounds: the regional bounds of the parameter space (``dataclasses.asdict(Bounds)``); None:
             the circuit's defaults. With ``basis`` and ``circuit`` they rebuild the space the
             surrogate was trained on (:meth:`param_space`), so coefficients are never misread.
@@ -86,7 +91,7 @@ class SurrogateModule(L.LightningModule):
         if box is None or basis is None or sc is None:
             bundled = bundled_geometry()
             basis = bundled["basis"] if basis is None else basis
-            box = ParamSpace(np.asarray(basis, dtype=np.float64)).box if box is None else box
+            box = ParamSpace(np.asarray(basis, dtype=np.float64)).box.tolist() if box is None else box
             sc = bundled["sc"] if sc is None else sc
         # primitives only (plain lists and dicts, never arrays or DictConfigs), so that checkpoints load
         # anywhere; not sent to loggers (the training script logs its config; sc would swamp it)
@@ -113,8 +118,10 @@ class SurrogateModule(L.LightningModule):
             **network_hparams,
         )
         self.is_ensemble = bool(getattr(self.net, "is_ensemble", False))
-        self.last_eval: tuple[dict, dict, torch.Tensor] | None = None  # (pred, true, valid) of the last eval
-        self._eval_batches: list[tuple[dict, torch.Tensor, torch.Tensor]] = []
+        # (pred, true, valid) of the last eval epoch, the whole split (every process's rows, each once)
+        self.last_eval: tuple[dict, dict, torch.Tensor] | None = None
+        self._eval_batches: list[tuple[torch.Tensor, torch.Tensor]] = []  # (index, columns) per batch
+        self._eval_rows = 0  # rows seen this eval epoch (the index of batches without one)
 
     def param_space(self):
         """The parameter space the surrogate was trained on (circuit, basis and bounds of training)."""
@@ -189,7 +196,7 @@ class SurrogateModule(L.LightningModule):
 
     @torch.no_grad()
     def predict(self, params, condition=None) -> dict[str, torch.Tensor]:
-        """Predictions for RAW parameters (B, P) (SPEC section 5 order), normalised by the stored box.
+        """Predictions for RAW parameters (B, P) (in docs/parameters.md order), normalised by the stored box.
 
         ``condition``: for a conditioned surrogate (``model=transformer_cond``), the subject or group
         to score against, :func:`pmfm.models.conditioning.empirical_condition` of its data, (C,) or
@@ -255,10 +262,10 @@ class SurrogateModule(L.LightningModule):
         return self(batch["x"] if isinstance(batch, Mapping) else batch)
 
     def on_validation_epoch_start(self):
-        self._eval_batches = []
+        self._eval_batches, self._eval_rows = [], 0
 
     def on_test_epoch_start(self):
-        self._eval_batches = []
+        self._eval_batches, self._eval_rows = [], 0
 
     def on_validation_epoch_end(self):
         self._eval_epoch_end("val")
@@ -268,12 +275,26 @@ class SurrogateModule(L.LightningModule):
 
     def _eval_step(self, batch, stage: str) -> None:
         z = self.net(batch["x"])
-        loss = self.losses(z, batch)["loss"]
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(batch["x"]), sync_dist=True)
-        pred = {k: v.detach().cpu() for k, v in self.heads(z).items()}
+        loss = self.losses(z, batch)["loss"].detach()
+        n = len(batch["x"])
+        pred = self.heads(z.detach())
         if self.is_ensemble:
             pred = self._ensemble_summary(pred)
-        self._eval_batches.append((pred, batch["y"].detach().cpu(), self.valid_target(batch).cpu()))
+        index = batch.get("index")
+        if index is None:  # a loader of one's own: rows in the order seen, each (padding too) counted
+            trainer = self._trainer
+            world, rank = (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+            index = (self._eval_rows + torch.arange(n, device=z.device)) * world + rank
+        self._eval_rows += n
+        # per row: validity, the batch's loss, the predictions, the simulated terms
+        columns = [self.valid_target(batch), loss.expand(n), *(pred[k] for k in self._eval_keys())]
+        columns += [batch["y"][:, c] for c in self.term_columns]
+        self._eval_batches.append((index.reshape(-1).long(), torch.stack([c.float() for c in columns], 1)))
+
+    def _eval_keys(self) -> list[str]:
+        """The predictions an eval epoch keeps: the outputs of :meth:`forward`, in a fixed order."""
+        keys = [*self.terms, "total", "p_valid", "valid_logit"]
+        return keys + [f"{k}_std" for k in (*self.terms, "total", "p_valid")] if self.is_ensemble else keys
 
     def _ensemble_summary(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Members' outputs (K, B) -> their mean (B,) and, for terms, total and p_valid, spread (B,)."""
@@ -283,20 +304,44 @@ class SurrogateModule(L.LightningModule):
         return mean
 
     def _eval_epoch_end(self, stage: str) -> None:
-        """The epoch's ranking metrics over all its rows (per process under DDP, then averaged)."""
+        """The epoch's metrics over the whole split: every process's rows, each row once.
+
+        ``<stage>/loss`` is the mean over rows of their batch's loss (the batch-size weighted mean of
+        the batch losses); the others come from :func:`pmfm.models.metrics.surrogate_report`.
+        """
         batches, self._eval_batches = self._eval_batches, []
-        if not batches:
+        keys = self._eval_keys()
+        width = 2 + len(keys) + len(self.terms)
+        index = torch.cat([b[0] for b in batches]) if batches else torch.zeros(0, dtype=torch.long)
+        rows = torch.cat([b[1] for b in batches]) if batches else torch.zeros(0, width)
+        index, rows = self._gather(index.to(self.device), rows.to(self.device))
+        if not len(index):
             return
-        pred = {k: torch.cat([b[0][k] for b in batches]) for k in batches[0][0]}
-        y = torch.cat([b[1] for b in batches])
-        valid = torch.cat([b[2] for b in batches])
-        true = {t: y[:, c] for t, c in zip(self.terms, self.term_columns, strict=True)}
+        order = torch.argsort(index, stable=True)  # by dataset row: independent of the process count
+        index, rows = index[order], rows[order]
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]  # a row the sampler repeated (padding) counts once
+        rows = rows[first]
+        valid = rows[:, 0].bool()
+        pred = {k: rows[:, 2 + i] for i, k in enumerate(keys)}
+        true = {t: rows[:, 2 + len(keys) + i] for i, t in enumerate(self.terms)}
         true["total"] = self.total(true)
         self.last_eval = (pred, true, valid)
-        for name, value in surrogate_report(pred, true, valid).items():
+        metrics = {"loss": float(rows[:, 1].double().mean())} | surrogate_report(pred, true, valid)
+        for name, value in metrics.items():
             if name == "auroc_valid" and np.isnan(value):
                 continue  # one class only: undefined
-            self.log(f"{stage}/{name}", value, sync_dist=True)
+            # every process holds the same whole-split value: "max" passes it on unchanged (a mean
+            # might move it by a rounding error) and keeps Lightning's sync_dist advice quiet
+            bar = name == "loss" and stage == "val"
+            self.log(f"{stage}/{name}", value, prog_bar=bar, sync_dist=True, reduce_fx="max")
+
+    def _gather(self, index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows, or under DDP every process's (on the CPU)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            index, rows = (torch.cat(gather_all_tensors(t)) for t in (index, rows))
+        return index.cpu(), rows.cpu()
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
