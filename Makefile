@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint typecheck benchmark clean
+.PHONY: install demo test test-wheel test-all lint typecheck benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pmfm.train model=mlp_lna
+	$(BIN)/python -m pmfm.train model=mlp
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
+
+# the package as users install it: a wheel in a fresh venv, run from another folder
+test-wheel: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests/test_wheel.py
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "slow or not slow"
