@@ -1,6 +1,6 @@
 """The pMFM parameter space: coefficients, regional maps, bounds, feasibility, normalised coordinates.
 
-Kong et al. 2021 (SPEC section 5): ten free coefficients ``[w0, w1, w2, I0, I1, I2, G, s0, s1, s2]``
+Kong et al. 2021 (docs/parameters.md): ten free coefficients ``[w0, w1, w2, I0, I1, I2, G, s0, s1, s2]``
 expand to regional values through the basis ``B = [1, myelin, gradient]`` (N x 3, covariates raw)::
 
     w = B @ (w0, w1, w2)      recurrent strength, in [0, 1]
@@ -8,7 +8,7 @@ expand to regional values through the basis ``B = [1, myelin, gradient]`` (N x 3
     G                         global coupling, in [1, 10]
     sigma = B @ (s0, s1, s2)  noise amplitude, in [0.0005, 0.01]
 
-The FIC model (SPEC section 9, ``circuit="fic"``) has the same layout with other maps:
+The FIC model (docs/fic.md, ``circuit="fic"``) has the same layout with other maps:
 ``[wEE0, wEE1, wEE2, wEI0, wEI1, wEI2, G, s0, s1, s2]``, w_EE and w_EI in the slots of w and I of
 :class:`RegionalParams`; its bounds are the release's, which depend on the mean empirical FC
 (:func:`fic_bounds`), or the seed repository's fixed ones (:data:`FIC_FIXED_BOUNDS`).
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -33,7 +34,7 @@ from scipy.optimize import linprog
 COEFFICIENT_NAMES = ("w0", "w1", "w2", "I0", "I1", "I2", "G", "s0", "s1", "s2")
 FIC_COEFFICIENT_NAMES = ("wEE0", "wEE1", "wEE2", "wEI0", "wEI1", "wEI2", "G", "s0", "s1", "s2")
 MAPS = ("w", "I", "sigma")  # the three regional maps, each linear in the basis
-CIRCUITS = ("pmfm", "fic")  # the circuit models: Kong2021's pMFM, the FIC model (SPEC section 9)
+CIRCUITS = ("pmfm", "fic")  # the circuit models: Kong2021's pMFM, the FIC model (docs/fic.md)
 MAP_LABELS = {  # what each slot of RegionalParams holds, per circuit (for names and messages)
     "pmfm": {"w": "w", "I": "I", "G": "G", "sigma": "sigma"},
     "fic": {"w": "w_EE", "I": "w_EI", "G": "G", "sigma": "sigma"},
@@ -46,7 +47,7 @@ class ParamError(ValueError):
 
 @dataclass(frozen=True)
 class Bounds:
-    """Regional bounds of the pMFM (SPEC section 5), inclusive."""
+    """Regional bounds of the pMFM (docs/parameters.md), inclusive."""
 
     w: tuple[float, float] = (0.0, 1.0)  # recurrent strength, dimensionless
     I: tuple[float, float] = (0.0, 0.5)  # external input, nA
@@ -60,7 +61,7 @@ class Bounds:
         return getattr(self, name)
 
 
-# FIC bounds (SPEC section 9), slots w = w_EE, I = w_EI. The seed repository's fixed ones:
+# FIC bounds (docs/fic.md), slots w = w_EE, I = w_EI. The seed repository's fixed ones:
 FIC_FIXED_BOUNDS = Bounds(w=(1.0, 10.0), I=(1.0, 5.0), G=(0.0, 3.0), sigma=(0.0005, 0.01))
 FIC_BOUNDS = ("release", "fixed")  # the release's FC-dependent bounds (default) or the fixed ones
 
@@ -204,12 +205,16 @@ class ParamSpace:
     # -- feasibility ---------------------------------------------------------------------------
     def violations(self, theta) -> list[str]:
         """Human-readable list of every set that is not finite or not inside the regional bounds."""
+        return [f"set {b}: {problem}" for b, problem in self.problems(theta)]
+
+    def problems(self, theta) -> list[tuple[int, str]]:
+        """(set index, what is wrong) for every set that is not finite or not inside the bounds."""
         theta = self._as_batch(theta)
         problems = []
         nonfinite = ~torch.isfinite(theta).all(dim=1)
         for b in torch.nonzero(nonfinite).flatten().tolist():
             bad = [self.names[j] for j in torch.nonzero(~torch.isfinite(theta[b])).flatten().tolist()]
-            problems.append(f"set {b}: non-finite value in {', '.join(bad)}")
+            problems.append((b, f"non-finite value in {', '.join(bad)}"))
         regional = self.regional(theta.to(torch.float64))
         for name in ("w", "I", "G", "sigma"):
             lo, hi = self.limits.of(name)
@@ -223,8 +228,8 @@ class ParamSpace:
                     "" if name == "G" else f" in {len(regions)} region(s), first region {regions[0].item()}"
                 )
                 label = self.labels[name]
-                problems.append(f"set {b}: {label} = {v:.6g}{where}, expected within [{lo}, {hi}]")
-        return problems
+                problems.append((b, f"{label} = {v:.6g}{where}, expected within [{lo}, {hi}]"))
+        return sorted(problems, key=lambda p: p[0])
 
     def is_feasible(self, theta) -> torch.Tensor:
         """(B,) bool: finite and every regional value inside its bounds."""
@@ -261,10 +266,10 @@ class ParamSpace:
 
     # -- random starts -------------------------------------------------------------------------
     def random_start(self, n: int, rng: np.random.Generator, max_tries: int = 1000) -> torch.Tensor:
-        """(n, P) float64 feasible random starts (SPEC section 5).
+        """(n, P) float64 feasible random starts (docs/parameters.md).
 
         Regional values are drawn uniformly within their bounds; each map is projected onto the
-        basis by least squares; G keeps its draw. FIC (SPEC section 9): the myelin coefficients of
+        basis by least squares; G keeps its draw. FIC (docs/fic.md): the myelin coefficients of
         w_EE and w_EI are then halved. A projection that lands outside the bounds (rare) is redrawn.
         """
         out = []
@@ -333,40 +338,46 @@ def read_params_csv(path, space: ParamSpace) -> torch.Tensor:
     """Parameter sets from a CSV, (S, P) float64: one set per row in the order of ``space.names``.
 
     A header is optional; with one, the columns are taken by name (extra columns are ignored).
-    Lines starting with ``#`` are comments.
+    Lines starting with ``#`` are comments. A row that is not numbers, or a set that is NaN or
+    outside the bounds, is refused with the file, its line and the bound it breaks.
     """
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: parameter file not found; expected a CSV with {space.dim} columns")
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    rows = [ln.split(",") for ln in lines if ln and not ln.startswith("#")]
+    lines = [(i, ln.strip()) for i, ln in enumerate(path.read_text().splitlines(), start=1)]
+    rows = [(i, ln.split(",")) for i, ln in lines if ln and not ln.startswith("#")]
     if not rows:
         raise ParamError(f"{path}: no parameter sets; expected one row of {space.dim} values per set")
-    header = rows[0]
+    header = [h.strip() for h in rows[0][1]]
     columns = list(range(space.dim))
     if not _is_number(header[0]):
-        missing = [n for n in space.names if n not in [h.strip() for h in header]]
+        missing = [n for n in space.names if n not in header]
         if missing:
             raise ParamError(
                 f"{path}: header lacks column(s) {', '.join(missing[:5])}; "
                 f"expected {', '.join(space.names[:10])}"
             )
-        columns = [[h.strip() for h in header].index(n) for n in space.names]
+        columns = [header.index(n) for n in space.names]
         rows = rows[1:]
     values = []
-    for i, row in enumerate(rows, start=1):
+    for line, row in rows:
         if len(row) <= max(columns) or (columns == list(range(space.dim)) and len(row) != space.dim):
             raise ParamError(
-                f"{path}: row {i} has {len(row)} values; expected {space.dim} ({', '.join(space.names[:10])})"
-                " (a fit's results.csv, one column per set? add params_layout=test_all)"
+                f"{path}: line {line} has {len(row)} values; expected {space.dim} "
+                f"({', '.join(space.names[:10])}) (a fit's results.csv, one column per set? add "
+                "params_layout=test_all)"
             )
         try:
             values.append([float(row[c]) for c in columns])
         except ValueError as err:
-            raise ParamError(f"{path}: row {i}: {err}; expected numbers") from None
-    return torch.tensor(values, dtype=torch.float64)
+            raise ParamError(f"{path}: line {line}: {err}; expected numbers") from None
+    theta = torch.tensor(values, dtype=torch.float64)
+    problems = space.problems(theta)
+    if problems:
+        shown = "\n  ".join(f"{path}: line {rows[b][0]}: {problem}" for b, problem in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise ParamError(f"{len(problems)} infeasible parameter set(s):\n  {shown}{more}")
+    return theta
 
 
 def _is_number(text: str) -> bool:

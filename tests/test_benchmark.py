@@ -20,6 +20,8 @@ TINY = [
     "1",
     "--surrogates",
     "",
+    "--evaluate-repeats",
+    "0",
 ]
 
 
@@ -70,3 +72,17 @@ def test_skipping_the_results_file_and_bad_steps(tmp_path, monkeypatch):
     assert not (tmp_path / "benchmarks").exists()
     with pytest.raises(ValueError, match="at least 2"):
         run_benchmark(steps=1, cost_batch=0, results_file=None, surrogates=())
+
+
+def test_the_evaluation_path_is_timed_end_to_end(tmp_path):
+    rows = run_benchmark(
+        batches=[2], steps=200, repeats=1, cost_batch=0, results_file=None, surrogates=(), evaluate_repeats=2
+    )
+    sim, evaluate = rows
+    assert (
+        evaluate["implementation"]
+        == "evaluate sim euler + cost, R = 2, float32 (extrapolated from 6048 steps)"
+    )
+    assert evaluate["batch"] == 2 and math.isclose(evaluate["sims_per_s"], 2 * 2 / evaluate["full_s"])
+    assert evaluate["steps"] == 84 * 72  # a truncated run long enough for one FCD window of 83 TRs
+    assert math.isclose(evaluate["full_s"], evaluate["seconds"] * 99_401 / (84 * 72))

@@ -114,6 +114,8 @@ def test_simulator_fit_writes_results_that_pmfm_simulate_reads_back(fit_folders,
     assert_diverse_and_feasible(space, results.theta, most=3)  # validation.top_k=3
     assert results.costs["vali"][0, 2] == pytest.approx(best)
     assert np.all(np.diff(results.costs["vali"][:, 2]) >= 0)  # best first
+    validity = np.loadtxt(run_dir / "validity.csv", delimiter=",", skiprows=2, ndmin=2)
+    assert (validity[:, 2] > 0).all()  # every chosen set had a valid validation repeat
     assert np.isfinite(results.costs["test"]).all()  # the test stage ran on the separate folder
     # regional rows are the coefficients' maps
     maps = space.regional(results.theta)
@@ -329,3 +331,40 @@ def test_gpu_acceptance_pair_states_its_budgets():
     assert (r, sur.validation.repeats, st.repeats, s.repeats) == (20, 20, 3, 3)
     assert baseline + s.n_starts * s.cmaes.max_generations * r == 60_800
     assert dataset + screened + kept * r == 41_040
+
+
+def test_a_set_invalid_in_every_validation_repeat_is_never_chosen(tmp_path, monkeypatch, caplog):
+    from pmfm.cost import Costs, RepeatStats
+    from pmfm.evaluate import Evaluation
+    from pmfm.pipelines.fit import stages
+    from pmfm.pipelines.fit.state import RunState
+
+    space = _space()
+    theta = space.random_start(4, np.random.default_rng(2))
+    repeats = 3
+
+    def fake_validate(valid_fc, valid_fcd):
+        def validate(theta, *args, **kwargs):
+            k = len(theta)
+            n_fc, n_fcd = torch.tensor(valid_fc), torch.tensor(valid_fcd)
+            fc = torch.where(n_fc > 0, torch.tensor([0.5, 0.3, 0.4, 0.6]), torch.tensor(10.0)).double()
+            ks = torch.where(n_fcd > 0, torch.full((k,), 0.2), torch.tensor(10.0)).double()
+            costs = Costs(fc, torch.zeros(k), ks, fc + ks, n_fc, n_fcd, repeats)
+            ones = torch.ones(k * repeats, dtype=torch.bool)
+            stats = RepeatStats(
+                torch.zeros(k * repeats, 28), torch.zeros(k * repeats, 5, dtype=torch.long), ones, ones
+            )
+            return Evaluation(costs, stats)
+
+        return validate
+
+    candidates = stages.Candidates(theta, np.ones(4), np.arange(1, 5), np.zeros((4, 3)), np.zeros((4, 1)), "")
+    kw = dict(repeats=repeats, seed=0, top_k=3, diversity=1.0 + 1e-9, progress=False)
+    # set 1 (the best total apart from the invalid ones) had no valid FC repeat, set 2 no valid FCD repeat
+    monkeypatch.setattr(stages, "validate", fake_validate([3, 0, 3, 1], [3, 3, 0, 2]))
+    out = stages.validation_stage(RunState(tmp_path / "a"), candidates, space, None, None, None, **kw)
+    assert out["chosen"] == [0, 3]  # fewer than top_k: only the sets with a valid repeat for both terms
+    assert "2 of 4 candidates were valid" in caplog.text
+    monkeypatch.setattr(stages, "validate", fake_validate([0, 0, 3, 0], [3, 3, 0, 0]))
+    with pytest.raises(stages.FitError, match="none of the 4 candidates"):
+        stages.validation_stage(RunState(tmp_path / "b"), candidates, space, None, None, None, **kw)

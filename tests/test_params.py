@@ -276,15 +276,15 @@ def test_read_params_csv_with_and_without_header(space, example, tmp_path):
 def test_read_params_csv_errors(space, tmp_path):
     short = tmp_path / "short.csv"
     short.write_text("# comment\n" + ",".join(["0.5"] * 10) + "\n" + ",".join(["0.5"] * 9) + "\n")
-    with pytest.raises(ParamError, match=re.escape(f"{short}: row 2 has 9 values; expected 10")):
+    with pytest.raises(ParamError, match=re.escape(f"{short}: line 3 has 9 values; expected 10")):
         read_params_csv(short, space)
     long = tmp_path / "long.csv"
     long.write_text(",".join(["0.5"] * 11) + "\n")
-    with pytest.raises(ParamError, match=re.escape(f"{long}: row 1 has 11 values")):
+    with pytest.raises(ParamError, match=re.escape(f"{long}: line 1 has 11 values")):
         read_params_csv(long, space)
     word = tmp_path / "word.csv"
     word.write_text(",".join(["0.5"] * 9 + ["abc"]) + "\n")
-    with pytest.raises(ParamError, match=re.escape(f"{word}: row 1") + ".*abc"):
+    with pytest.raises(ParamError, match=re.escape(f"{word}: line 1") + ".*abc"):
         read_params_csv(word, space)
     with pytest.raises(ParamError, match="not found"):
         read_params_csv(tmp_path / "missing.csv", space)
@@ -298,8 +298,24 @@ def test_read_params_csv_short_row_under_header(space, tmp_path):
     path = tmp_path / "short_named.csv"
     header = "generation," + ",".join(COEFFICIENT_NAMES)
     path.write_text(header + "\n" + ",".join(["0.1"] * 10) + "\n")  # 10 values, 11 columns
-    with pytest.raises(ParamError, match=re.escape(f"{path}: row 1")):
+    with pytest.raises(ParamError, match=re.escape(f"{path}: line 2")):
         read_params_csv(path, space)
+
+
+def test_read_params_csv_names_the_file_line_and_bound_of_an_infeasible_set(space, example, tmp_path):
+    rows = example[:3].clone()
+    rows[1, 6] = 12.0  # G above its bound
+    rows[2, 0] = float("nan")
+    path = tmp_path / "sets.csv"
+    body = "\n".join(",".join(repr(x) for x in r) for r in rows.tolist())
+    path.write_text("# three sets, two of them bad\n" + ",".join(COEFFICIENT_NAMES) + "\n" + body + "\n")
+    with pytest.raises(ParamError) as err:
+        read_params_csv(path, space)
+    message = str(err.value)
+    assert "2 infeasible parameter set(s)" in message
+    assert f"{path}: line 4: G = 12, expected within [1.0, 10.0]" in message  # comment, header, row 1
+    assert f"{path}: line 5: non-finite value in w0" in message
+    assert "line 3" not in message  # the good set
 
 
 # -- the simulator refuses infeasible sets -------------------------------------------------------

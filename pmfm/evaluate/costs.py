@@ -152,7 +152,11 @@ def evaluate_params(
         chunk_stats = simulation_stats(result, variant, simulator)
         costs = combine_repeats(chunk_stats, data.fc, data.fcd_cdf, repeats, variant, stage)
         rates = rate_summary(result, repeats, simulator)
-        parts.append(dataclasses.replace(costs, **rates))
+        parts.append(
+            dataclasses.replace(
+                costs, mean_rate=rates.get("mean_rate"), n_valid_rate=rates.get("n_valid_rate")
+            )
+        )
         if keep_stats:
             stats_parts.append(RepeatStats(*(getattr(chunk_stats, f).cpu() for f in STATS_FIELDS)))
         if keep_bold:

@@ -138,7 +138,7 @@ class SimulatorObjective:
             ).costs  # fmt: skip
             for name in TERM_NAMES:
                 terms[name][rows] = getattr(costs, name).to(terms[name].dtype)
-            if costs.mean_rate is not None:  # FIC: rates and their validity
+            if costs.mean_rate is not None and costs.n_valid_rate is not None:  # FIC: rates and validity
                 terms["mean_rate"] = torch.full(
                     (n_sets, costs.mean_rate.shape[1]), float("nan"), dtype=torch.float64
                 )

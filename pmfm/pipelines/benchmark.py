@@ -26,10 +26,12 @@ from dataclasses import replace
 from math import nan
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from pmfm.cost import repeat_stats
+from pmfm.cost import KONG2021, fcd_pair_count, repeat_stats
 from pmfm.data import bundled_path, load_bundled
+from pmfm.evaluate import evaluate_params
 from pmfm.params import ParamSpace, read_params_csv
 from pmfm.sim import Noise, SimProtocol, Simulator, simulate
 
@@ -79,6 +81,7 @@ def run_benchmark(
     results_file: str | Path | None = "benchmarks/results.csv",
     surrogates=("mlp", "mlp_lna", "transformer", "gnn", "ensemble"),
     surrogate_batch: int = 10_000,
+    evaluate_repeats: int = 0,
 ) -> list[dict]:
     """Time the simulator (per method and batch size) and the cost; returns one dict per row.
 
@@ -86,6 +89,8 @@ def run_benchmark(
     precision. ``steps=None`` times the full protocol, else ``steps`` main steps, extrapolated,
     except for ``full_methods``. ``repeats`` defaults to 1 for the full protocol and 3 otherwise.
     ``cost_batch=0`` skips the cost; ``cost_precisions`` are float32 and/or tf32.
+    ``evaluate_repeats=R > 0`` also times the whole evaluation path (pmfm.evaluate: simulate R
+    repeats of each set and cost them) with the first method at the first batch, in simulations/s.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -127,6 +132,9 @@ def run_benchmark(
         rows.append(meta | dict(implementation=name, batch=batch, steps=protocol.total_steps,
                                 seconds=seconds, full_s=full_s, sims_per_s=batch / full_s,
                                 peak_mib=peak, method=spec))  # fmt:skip
+    if evaluate_repeats > 0:
+        rows.append(meta | _time_evaluation(methods[0], batches[0], evaluate_repeats, steps, full_methods,
+                                            dev, dtype, coupling, space, data, example, repeats))  # fmt: skip
     if cost_batch > 0:
         gen = torch.Generator(device=dev).manual_seed(0)
         bold = torch.randn(
@@ -164,6 +172,36 @@ def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.d
         seconds, peak = median_time(functools.partial(net, u), dev, max(repeats, 3))
     return dict(implementation=f"surrogate {name} (untrained, default size)", batch=batch, steps=0,
                 seconds=seconds, full_s=seconds, sims_per_s=batch / seconds, peak_mib=peak)  # fmt:skip
+
+
+def _time_evaluation(spec, sets, r, steps, full_methods, dev, dtype, coupling, space, data, example, repeats):
+    """Simulations/s through ``evaluate_params``: ``sets`` example sets x R repeats, simulated and costed."""
+    method, _, precision = spec.partition(":")
+    truncated = steps is not None and method not in full_methods
+    # a truncated run keeps at least one FCD window's TRs, so that the cost has something to cost
+    shortest = (KONG2021.window + 1) * FULL.tr_steps
+    protocol = _main_steps_only(max(steps, shortest)) if truncated else FULL
+    settings = Simulator(protocol=protocol, method=method, device=str(dev), dtype=dtype, coupling=coupling,
+                         precision=precision or "tf32")  # fmt: skip
+    theta = example[torch.arange(sets) % len(example)]
+    evaluate = functools.partial(
+        evaluate_params, theta, space, _as_split(data, protocol), settings, repeats=r
+    )
+    evaluate_params(theta[:1], space, _as_split(data, protocol), settings, repeats=1)  # warm-up
+    seconds, peak = median_time(evaluate, dev, repeats or (3 if truncated else 1))
+    full_s = seconds / protocol.total_steps * FULL.total_steps if truncated else seconds
+    name = f"evaluate sim {method} + cost, R = {r}, {dtype}" + (
+        f" (extrapolated from {protocol.total_steps} steps)" if truncated else ""
+    )
+    return dict(implementation=name, batch=sets, steps=protocol.total_steps, seconds=seconds, full_s=full_s,
+                sims_per_s=sets * r / full_s, peak_mib=peak, method=spec)  # fmt: skip
+
+
+def _as_split(data, protocol: SimProtocol):
+    """The data with its FCD CDF rescaled to the protocol's TRs (timing only: costs are not compared)."""
+    pairs = fcd_pair_count(protocol.n_tr, KONG2021.window)
+    cdf = np.rint(np.asarray(data.fcd_cdf, dtype=np.float64) / data.fcd_cdf[-1] * pairs).astype(np.int64)
+    return replace(data, fcd_cdf=cdf)
 
 
 def _main_steps_only(steps: int) -> SimProtocol:
@@ -245,6 +283,10 @@ def main(argv=None) -> list[dict]:
     )
     p.add_argument("--surrogate-batch", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--evaluate-repeats", type=int, default=1,
+        help="R of the whole evaluation path (simulate + cost) timed at the first method and batch; 0 skips",
+    )  # fmt: skip
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)

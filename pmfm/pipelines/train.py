@@ -129,7 +129,7 @@ def search_callback(cfg: DictConfig, folder: Path, simulator, variant, space, ou
 
 
 def input_statistics(
-    model_cfg: DictConfig, datamodule: PMFMDataModule, geometry: dict | None = None, extra: dict | None = None
+    model_cfg: DictConfig, datamodule, geometry: dict | None = None, extra: dict | None = None
 ) -> dict:
     """Training-split mean and sd of the MLPs' input features (in-memory datasets), as hparams.
 
@@ -147,8 +147,9 @@ def input_statistics(
         return {}
     geometry = geometry or bundled_geometry()
     network = NETWORKS[member](1, **geometry, **hparams)
+    rows = datamodule.dataset("train")
     with torch.no_grad():
-        x = network.features(datamodule.dataset("train").x.float())  # (n, F)
+        x = network.features(rows.x.float())  # type: ignore[operator]  # (n, F), an MLP's inputs
     return {"input_mean": x.mean(0).tolist(), "input_std": x.std(0).tolist()}
 
 

@@ -11,7 +11,7 @@ import torch
 from pmfm.params import ParamSpace
 from pmfm.physics import dynamics, fic
 from pmfm.sim import batching
-from pmfm.sim.noise import Noise
+from pmfm.sim.noise import Noise, NoiseStream
 from pmfm.sim.registry import COUPLINGS, INTEGRATORS, resolve_coupling, resolve_method
 from pmfm.sim.simulator import Simulator
 
@@ -109,13 +109,12 @@ def simulate(
             chunk_theta = torch.cat([chunk_theta, chunk_theta[-1:].expand(pad, -1)])
             chunk_noise = chunk_noise.padded(pad)
         params = space.regional(chunk_theta).to(device=device, dtype=dtype)
+        draws: Noise | NoiseStream = chunk_noise  # the keyed noise, or (plain paths) the step normals
         if integrator.draws == "stream":
-            chunk_noise = chunk_noise.stream(
-                params.batch_size, n, simulator.protocol.total_steps, dtype, device
-            )
+            draws = chunk_noise.stream(params.batch_size, n, simulator.protocol.total_steps, dtype, device)
         if progress is not None and integrator.reports:
             options["progress"] = lambda share, rows=rows: progress(share * rows)
-        out = integrate(params, c, simulator.protocol, chunk_noise, record_s=record_s, **options)
+        out = integrate(params, c, simulator.protocol, draws, record_s=record_s, **options)
         parts.append({k: out[k][:rows] for k in ("bold", "s", "rate") if k in out})
         if progress is not None and not integrator.reports:
             progress(rows)
