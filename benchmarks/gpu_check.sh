@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The device check of the GPU paths, in one go (the lent GPU machine has torch, Triton, numpy and
-# scipy but no Hydra or wandb): kernel launch settings, the benchmark, then the gpu-marked tests.
+# The device check of the GPU paths, in one go (needs only torch, Triton, numpy
+# and scipy: no Hydra or wandb): kernel launch settings, the benchmark, then the gpu-marked tests.
 # Usage: OUT=<folder for logs> bash benchmarks/gpu_check.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TRITON_DEFAULT_FP_FUSION=1
-OUT=${OUT:-/tmp/gpu_check}
+OUT=${OUT:-outputs/gpu_check}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,memory.used --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"

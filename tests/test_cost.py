@@ -1,6 +1,6 @@
 """pmfm.cost against plain numpy (np.corrcoef per window, np.histogram, explicit formulas).
 
-SPEC section 6: FC cost, FCD CDF in counts, KS, FC L1, validity per term, the 10 rule in "fit" and
+docs/cost.md: FC cost, FCD CDF in counts, KS, FC L1, validity per term, the 10 rule in "fit" and
 NaN in "test", the Kong2021 and DELSSOME variants.
 """
 
@@ -52,7 +52,7 @@ def np_cdf(values, variant):
 
 
 def np_group_costs(fcs, cdfs, emp_fc, emp_cdf, variant):
-    """Explicit SPEC section 6 formulas for one group of already-valid repeats."""
+    """Explicit docs/cost.md formulas for one group of already-valid repeats."""
     emp = np_upper(emp_fc)
     mean_fc = np.mean(fcs, axis=0)
     f = (lambda r: np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7))) if variant.fisher_z else (lambda r: r)
@@ -171,7 +171,7 @@ def test_hist_ranges_of_the_variants():
 
 
 def test_fcd_pair_count():
-    assert fcd_pair_count(1200, 83) == 624_403  # SPEC section 6: 1,118 windows
+    assert fcd_pair_count(1200, 83) == 624_403  # docs/cost.md#fcd: 1,118 windows
     assert fcd_pair_count(90, 15) == 76 * 75 // 2
     assert fcd_pair_count(10, 10) == 0
     with pytest.raises(ValueError):

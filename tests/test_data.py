@@ -64,7 +64,7 @@ def synthetic_timeseries(n: int, n_tr: int, seed: int = 0) -> np.ndarray:
 
 
 def synthetic_fcd_cdf(ts: np.ndarray, window: int, n_bins: int) -> np.ndarray:
-    """FCD CDF in counts of time series `ts` (n, n_tr), as SPEC section 6 computes it."""
+    """FCD CDF in counts of time series `ts` (n, n_tr), as docs/cost.md#fcd computes it."""
     n, n_tr = ts.shape
     iu = np.triu_indices(n, 1)
     windows = [np.corrcoef(ts[:, t : t + window])[iu] for t in range(n_tr - window + 1)]

@@ -1,4 +1,4 @@
-"""The FIC model (SPEC section 9): w_IE solution, settling, validity, its cost, and every stage."""
+"""The FIC model (docs/fic.md): w_IE solution, settling, validity, its cost, and every stage."""
 
 import dataclasses
 import json
@@ -124,7 +124,7 @@ def test_a_run_outside_the_band_is_invalid_and_drops_out_of_the_cost(tiny_folder
     out = evaluate_params(theta, space, data, band, repeats=2, variant=FIC).costs
     torch.testing.assert_close(out.mean_rate, low.mean_rate)
     assert int(out.n_valid_rate[0]) == 0 and int(out.n_valid_fc[0]) == 0 and int(out.n_valid_fcd[0]) == 0
-    assert float(out.fc_cost[0]) == float(out.fc_l1[0]) == float(out.ks[0]) == 5.0  # SPEC section 9
+    assert float(out.fc_cost[0]) == float(out.fc_l1[0]) == float(out.ks[0]) == 5.0  # docs/fic.md
 
 
 # -- the FIC cost ---------------------------------------------------------------------------------

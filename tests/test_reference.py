@@ -1,4 +1,4 @@
-"""The published numbers: the Kong2021 example sets simulated with the full protocol (SPEC section 7).
+"""The published numbers: the Kong2021 example sets simulated with the full protocol (docs/fitting.md).
 
 Each set is simulated in n independent 3-repeat groups on the training data. Per set the mean total
 must lie within 3 * sd * sqrt(1/n + 1/12) of the reference mean (12 groups on an H200: 1.31 +- 0.16,

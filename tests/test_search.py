@@ -1,4 +1,4 @@
-"""The searchers: Kong2021's multi-start CMA-ES on pycma and the objectives (SPEC section 7)."""
+"""The searchers: Kong2021's multi-start CMA-ES on pycma and the objectives (docs/fitting.md)."""
 
 import pickle
 

@@ -56,7 +56,7 @@ def fc_matrix(bold) -> Tensor:
 def window_fc(bold, window: int) -> Tensor:
     """Each sliding window's FC upper triangle, (B, N, T) -> (B, W, E), W = T - window + 1.
 
-    Windows of ``window`` TRs with step 1 (SPEC: 83 TRs, 1,118 windows at T = 1,200). No loop over
+    Windows of ``window`` TRs with step 1 (docs/cost.md#fcd: 83 TRs, 1,118 windows at T = 1,200). No loop over
     windows: one ``unfold`` view and one batched matrix product (W small N x N products per row).
     """
     bold = as_float(bold)
@@ -110,7 +110,7 @@ def cumulative_histogram(values: Tensor, hist_min: float, hist_max: float, n_bin
 
 
 def fcd_cdf(bold, variant: CostVariant = KONG2021) -> Tensor:
-    """FCD CDF in counts, (B, N, T) -> (B, n_bins) int64 (SPEC section 6).
+    """FCD CDF in counts, (B, N, T) -> (B, n_bins) int64 (docs/cost.md).
 
     The histogram of the FCD strict upper triangle (W (W - 1) / 2 values) with ``variant.n_bins``
     equal bins on [``hist_min``, ``hist_max``], cumulated. Values outside the range or NaN are not

@@ -158,7 +158,7 @@ class Costs:
     n_valid_fc: Tensor  # (G,) int64 repeats that entered the FC terms
     n_valid_fcd: Tensor  # (G,) int64 repeats that entered the KS term
     repeats: int  # R, the repeats per group, to state beside every cost
-    # FIC (SPEC section 9), filled by pmfm.evaluate: None for the pMFM
+    # FIC (docs/fic.md), filled by pmfm.evaluate: None for the pMFM
     mean_rate: Tensor | None = None  # (G, N) float64 mean excitatory rate per region over the R repeats, Hz
     n_valid_rate: Tensor | None = None  # (G,) int64 repeats whose every regional mean rate was in the band
 
@@ -213,7 +213,7 @@ def combine_repeats(
     """Average each group's valid repeats and cost it against the empirical FC and FCD CDF.
 
     Rows of ``stats`` are grouped consecutively: group g is rows g R .. g R + R - 1. ``emp_fc`` is
-    the (N, N) empirical FC, ``emp_cdf`` the (n_bins,) empirical FCD CDF in counts. SPEC section 6:
+    the (N, N) empirical FC, ``emp_cdf`` the (n_bins,) empirical FCD CDF in counts. As docs/cost.md states it:
 
     - FC cost = 1 - corr(f(mean FC over FC-valid repeats), f(emp FC)), upper triangles, f = atanh
       (Kong2021) or identity (DELSSOME).
@@ -279,7 +279,7 @@ def evaluate(
     stage: str = "fit",
     chunk_size: int | None = None,
 ) -> Costs:
-    """Cost simulated BOLD (B, N, T), B = G x R rows grouped consecutively (SPEC section 6).
+    """Cost simulated BOLD (B, N, T), B = G x R rows grouped consecutively (docs/cost.md).
 
     ``repeat_stats`` followed by ``combine_repeats``; see those for the details.
     """

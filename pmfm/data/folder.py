@@ -1,4 +1,4 @@
-"""Empirical data of one split, loaded from a folder and validated (SPEC section 1).
+"""Empirical data of one split, loaded from a folder and validated (docs/data.md).
 
 A folder holds, for each split X (train, vali, test, ...):
 
@@ -75,7 +75,7 @@ class EmpiricalData:
         return int(self.fcd_cdf[-1])
 
     def basis(self) -> np.ndarray:
-        """Parameter basis B = [1, myelin, gradient], shape (N, 3), float64 (SPEC section 5)."""
+        """Parameter basis B = [1, myelin, gradient], shape (N, 3), float64 (docs/parameters.md)."""
         return np.column_stack([np.ones(self.n_regions), self.myelin, self.gradient])
 
 

@@ -7,7 +7,7 @@
         shard_00003.partial/     work in progress: chunk_000012.npz files (rows + resume state)
 
 Why NumPy ``.npz`` shards: columnar and typed (float64 costs, int32 ids), readable anywhere numpy
-is (the bare GPU machines included) with no extra dependency, loaded one shard at a time for
+is (a GPU machine with only torch and numpy included) with no extra dependency, loaded one shard at a time for
 streaming, and each file is written once, atomically (temporary file, then ``os.replace``). A
 million rows is a few hundred shards of a few thousand rows; Parquet would add pyarrow for no gain
 at this size.
@@ -31,7 +31,7 @@ from pmfm.cost import Costs
 BUNDLED_DATASETS = Path(__file__).parent / "bundled"  # datasets shipped with the package
 # column -> (dtype, trailing shape); theta's width is the parameter space's dimension
 COLUMNS: dict[str, str] = {
-    "theta": "float64",  # (n, P) raw coefficients, SPEC section 5 order
+    "theta": "float64",  # (n, P) raw coefficients, docs/parameters.md order
     "sample_id": "int64",  # unique in the dataset; keys the noise of independent-noise strategies
     "shard": "int32",
     "start": "int32",  # CMA-ES run (start) index; -1 for samplers
@@ -44,7 +44,7 @@ COLUMNS: dict[str, str] = {
     "ks": "float64",
     "total": "float64",
 }
-# columns of FIC datasets only (SPEC section 9), absent from pMFM ones
+# columns of FIC datasets only (docs/fic.md), absent from pMFM ones
 RATE_COLUMNS: dict[str, str] = {
     "mean_rate": "float64",  # (n, N) mean excitatory rate per region over the main loop and repeats, Hz
     "n_valid_rate": "int16",  # repeats whose every regional mean rate was inside the validity band

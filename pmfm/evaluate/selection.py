@@ -1,4 +1,4 @@
-"""Kong2021's validation and test stages (SPEC section 7, items 2 and 3), shared by every strategy.
+"""Kong2021's validation and test stages (docs/fitting.md#validation and #test), shared by every strategy.
 
 - :func:`validate`: every candidate simulated R = 20 times on the validation SC and costed against
   the validation FC / FCD; all candidates share the same R noise streams (Kong's batches of 50 each
@@ -46,7 +46,7 @@ def map_correlations(space: ParamSpace, a, b) -> np.ndarray:
 def choose_diverse(
     theta, total, space: ParamSpace, k: int = 10, threshold: float = DIVERSITY_THRESHOLD
 ) -> list[int]:
-    """Indices of the chosen sets, best first (SPEC section 7, item 2).
+    """Indices of the chosen sets, best first (docs/fitting.md#validation).
 
     Candidates ``theta`` (K, P) are ranked by ``total`` (K,) (lower is better; non-finite totals are
     never chosen); walking down the ranking, a candidate is skipped when all three of its maps
@@ -103,7 +103,7 @@ def grouped_costs(
     """Each of (S, P) sets simulated ``n_groups * group_size`` times (independent noise), costed per group.
 
     Returns "fc_cost", "ks", "total": (S, n_groups) each. With ``stage="test"`` a group without a
-    valid repeat for a term is NaN (SPEC section 6); take ``np.nanmean`` over groups.
+    valid repeat for a term is NaN (docs/cost.md); take ``np.nanmean`` over groups.
     """
     theta = torch.as_tensor(theta, dtype=torch.float64)
     theta = theta[None] if theta.ndim == 1 else theta

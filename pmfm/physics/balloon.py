@@ -1,4 +1,4 @@
-"""Balloon-Windkessel haemodynamics driven by the synaptic gating S (SPEC section 3).
+"""Balloon-Windkessel haemodynamics driven by the synaptic gating S (docs/haemodynamics.md).
 
 Friston et al. 2000 / Stephan et al. 2007 as used by Kong et al. 2021, time in seconds::
 

@@ -1,4 +1,4 @@
-"""Neural dynamics of the pMFM: the excitatory-only reduced Wong-Wang model (SPEC section 2).
+"""Neural dynamics of the pMFM: the excitatory-only reduced Wong-Wang model (docs/model.md).
 
 Kong et al. 2021 (after Deco et al. 2013, Wong & Wang 2006), time in seconds::
 
@@ -36,8 +36,9 @@ def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
 
     ``u / (1 - exp(-d u))`` is rewritten ``u / -expm1(-d u)``: expm1 has no cancellation for small
     ``d u``, so the quotient is accurate down to u = 0, where the only 0/0 is replaced by its limit
-    1/d (the direct formula loses float32 runs to NaN there, SPEC section 4). Shared by the pMFM and
-    the FIC model's two populations (pmfm.physics.fic).
+    1/d (the direct formula loses float32 runs to NaN there: docs/model.md#evaluating-h-stably,
+    docs/protocol.md#precision-and-invalid-runs). Shared by the pMFM and the FIC model's two
+    populations (pmfm.physics.fic).
     """
     y = (x * (-d * a)).add_(d * b)  # y = -d u, u = a x - b
     ratio = y / torch.expm1(y)  # d u / (1 - exp(-d u)) = d H

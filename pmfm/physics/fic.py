@@ -1,4 +1,4 @@
-"""The feedback inhibition control (FIC) model: E-I Wong-Wang with w_IE solved (SPEC section 9).
+"""The feedback inhibition control (FIC) model: E-I Wong-Wang with w_IE solved (docs/fic.md).
 
 Deco et al. 2014 (J Neurosci), parametric form of Zhang et al. 2024 (PNAS; CBIG Zhang2024_pFIC, MIT),
 as DELSSOME fits it; time in seconds::
@@ -9,7 +9,7 @@ as DELSSOME fits it; time in seconds::
     dS_E = (-S_E/tau_E + (1 - S_E)*gamma*r_E) dt + sigma*sqrt(dt)*xi
     dS_I = (-S_I/tau_I + r_I) dt + sigma*sqrt(dt)*xi            (the same xi in both, as the release)
 
-No 1/sqrt(0.001) factor in the noise (unlike the pMFM). BOLD: the Balloon-Windkessel of SPEC section 3
+No 1/sqrt(0.001) factor in the noise (unlike the pMFM). BOLD: the Balloon-Windkessel of docs/haemodynamics.md
 driven by S_E. C is the SC scaled to a maximum of 0.02 (optionally log-transformed first).
 
 Feedback inhibition: before each simulation, w_IE is solved per region so that the excitatory
@@ -122,7 +122,7 @@ def excitatory_steady_state(target_rate: float = TARGET_RATE) -> tuple[float, fl
 
 
 def steady_state(params: FICParams, c: torch.Tensor, target_rate: float = TARGET_RATE) -> SteadyState:
-    """w_IE and the fixed point of every region (SPEC section 9), batched, float64.
+    """w_IE and the fixed point of every region (docs/fic.md), batched, float64.
 
     I_I* solves f(I) = I - W_I I0 - J_N w_EI S_E* + tau_I H_I(I) = 0; f increases in I, and with
     c0 = W_I I0 + J_N w_EI S_E* the root lies in [c0 - tau_I H_I(c0), c0].

@@ -1,4 +1,4 @@
-"""The pMFM linearised at its steady state: fixed point, Jacobian, stationary covariance (SPEC section 2).
+"""The pMFM linearised at its steady state: fixed point, Jacobian, stationary covariance (docs/model.md).
 
 Without noise the neural model of ``pmfm.physics.dynamics`` settles at a fixed point S*; with weak noise
 its fluctuations around S* are, to first order, an Ornstein-Uhlenbeck process (the linear noise

@@ -1,4 +1,4 @@
-"""Fitted parameter sets in the released ``test_all.csv`` layout (SPEC section 7, item 4).
+"""Fitted parameter sets in the released ``test_all.csv`` layout (docs/fitting.md#output-layout).
 
 One column per chosen set, no header, rows (1-based, N regions; N = 68 gives the released numbers):
 

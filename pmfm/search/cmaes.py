@@ -1,4 +1,4 @@
-"""Multi-start CMA-ES with Kong2021's settings (SPEC section 7), on pycma.
+"""Multi-start CMA-ES with Kong2021's settings (docs/fitting.md), on pycma.
 
 Kong et al. 2021 fit the pMFM with CMA-ES over the 10 coefficients: population 500, 40 parents with
 log-rank weights ``log(mu + 1/2) - log(i)``, sigma0 = 0.15 capped at 0.15 after every update, an
@@ -72,13 +72,13 @@ STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------
-# Settings and Kong's constants (SPEC section 7)
+# Settings and Kong's constants (docs/fitting.md)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CMAESSettings:
-    """CMA-ES settings; the defaults are Kong2021's (SPEC section 7)."""
+    """CMA-ES settings; the defaults are Kong2021's (docs/fitting.md)."""
 
     popsize: int = 500  # lambda, candidates per generation and start
     mu: int = 40  # parents, log-rank weights log(mu + 1/2) - log(i)
@@ -134,7 +134,7 @@ def kong_constants(n: int, mu: int, chi_n_quirk: bool = False) -> dict[str, floa
 def kong_stds(theta0) -> np.ndarray:
     """Initial standard deviations of Kong2021 for a start ``theta0`` (10 coefficients), (10,) float64.
 
-    ``[|w0|/2]*3, [|I0|/2]*3, 0.4, [0.0005]*3`` (SPEC section 7): the start's intercepts w0 and I0
+    ``[|w0|/2]*3, [|I0|/2]*3, 0.4, [0.0005]*3`` (docs/fitting.md): the start's intercepts w0 and I0
     set the scale of the w and I coefficients, G gets 0.4 and the sigma coefficients 0.001 / 2.
     """
     theta0 = np.asarray(theta0, dtype=np.float64).reshape(-1)
@@ -248,7 +248,7 @@ class GenerationResult:
 
 @dataclass(frozen=True)
 class BestOfGeneration:
-    """The best candidate of one generation of one start (Kong keeps these; SPEC section 7)."""
+    """The best candidate of one generation of one start (Kong keeps these; docs/fitting.md)."""
 
     start: int
     generation: int
@@ -375,7 +375,7 @@ class MultiStartCMAES:
         return float(self._es[start].sigma)
 
     def mean(self, start: int) -> torch.Tensor:
-        """(P,) current mean of a start (never evaluated, SPEC section 7)."""
+        """(P,) current mean of a start (never evaluated, docs/fitting.md#training-cma-es)."""
         return torch.as_tensor(np.array(self._es[start].mean, dtype=np.float64))
 
     # -- one generation -----------------------------------------------------------------------
@@ -396,7 +396,7 @@ class MultiStartCMAES:
         return x, int(draws.sum())
 
     def step(self) -> GenerationResult:
-        """Run one generation of every active start (SPEC section 7).
+        """Run one generation of every active start (docs/fitting.md).
 
         Ask each start's population (infeasible samples redrawn), score all of them in one objective
         call, tell pycma, cap sigma, then apply Kong's stopping rules: a generation with best total <

@@ -1,4 +1,4 @@
-"""Exact Euclidean projection onto the feasible set of the pMFM coefficients (SPEC section 5).
+"""Exact Euclidean projection onto the feasible set of the pMFM coefficients (docs/parameters.md).
 
 The feasible set is linear in the coefficients: each regional map ``B @ c_block`` (w, I, sigma; B the
 (N, 3) basis) must lie in its bounds, and G in its interval. In normalised coordinates

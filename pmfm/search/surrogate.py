@@ -1,4 +1,4 @@
-"""A trained surrogate as a search objective (SPEC section 8): predicted cost instead of simulations.
+"""A trained surrogate as a search objective (docs/surrogates.md): predicted cost instead of simulations.
 
 :class:`SurrogateScore` turns a surrogate's predictions into the one number a searcher minimises,
 differentiably (gradient search uses it directly):
@@ -7,7 +7,7 @@ differentiably (gradient search uses it directly):
 
 ``total_std`` is the ensemble members' spread (0 for a single network): with ``uncertainty_penalty``
 k > 0 the search prefers places where the members agree, i.e. where the surrogate has seen data
-(SPEC section 8: surrogates are exploited outside their data). The validity term keeps it away from
+(docs/surrogates.md: surrogates are exploited outside their data). The validity term keeps it away from
 parameter sets the surrogate expects to blow up; the predicted total of such sets is not trained.
 
 :class:`SurrogateObjective` wraps the score in the :class:`~pmfm.evaluate.objective.Objective` protocol,

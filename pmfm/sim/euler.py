@@ -1,4 +1,4 @@
-"""The reference integrator: batched Euler-Maruyama following SPEC section 4 to the letter.
+"""The reference integrator: batched Euler-Maruyama following docs/protocol.md to the letter.
 
 Order within a main step: neural drift from the current S; update S; Balloon derivatives from the
 updated S; update z, f, v, q together from their old values; BOLD from the new v, q, recorded only

@@ -58,7 +58,8 @@ def interpreted() -> bool:
 # the interpreter takes plain floats; compiled kernels read globals only as constexpr
 _const = (lambda value: value) if interpreted() else tl.constexpr
 
-# model constants as kernel compile-time constants (SPEC sections 2-3; units beside the torch originals)
+# model constants as kernel compile-time constants (docs/model.md#constants,
+# docs/haemodynamics.md#constants; units beside the torch originals)
 _J = _const(dynamics.J)
 _DA = _const(dynamics.D * dynamics.A)  # y = -d u = D*B - D*A*x
 _DB = _const(dynamics.D * dynamics.B)

@@ -1,8 +1,8 @@
 """Keyed, counter-based Gaussian noise for the simulators.
 
 A simulation's noise depends only on (seed, key, step, region): its key is the sample's id
-(independent mode), the repeat's index shared by all candidates (common random numbers, SPEC
-section 7), or the noise is given outright (explicit mode, for tests). Results therefore never
+(independent mode), the repeat's index shared by all candidates (common random numbers,
+docs/protocol.md#noise), or the noise is given outright (explicit mode, for tests). Results therefore never
 depend on how a run is split over batches, chunks, processes or restarts.
 
 The generator is SplitMix64 (Steele, Lea & Flood 2014) used as a counter-based hash: the 64-bit

@@ -1,4 +1,4 @@
-"""The integration protocol: step size, warm-up, BOLD sampling, burn-in (SPEC section 4)."""
+"""The integration protocol: step size, warm-up, BOLD sampling, burn-in (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class SimProtocol:
         """The same protocol at step ``dt``: the same warm-up steps, TR, samples and burn-in.
 
         The duration is set so that the last BOLD sample falls on the last main step, as at the
-        FIC model's dt = 0.006 s (training) and 0.0005 s (validation and test), SPEC section 9.
+        FIC model's dt = 0.006 s (training) and 0.0005 s (validation and test), docs/fic.md.
         """
         tr_steps = int(round(self.tr_s / dt))
         duration_s = (self.n_samples * tr_steps - 1) * dt

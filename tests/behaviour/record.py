@@ -1,7 +1,7 @@
 """Seeded outputs of the command-line tools, recorded on the CPU, to show that a refactor keeps behaviour.
 
-    python tests/behaviour/record.py --out /tmp/after          # run everything, write the records
-    python tests/behaviour/record.py --out /tmp/after --check  # and compare with tests/behaviour/recorded
+    python tests/behaviour/record.py --out outputs/behaviour          # run everything, write records
+    python tests/behaviour/record.py --out outputs/behaviour --check  # compare: tests/behaviour/recorded
 
 For float32 and float64 (fixed-order coupling, one thread): ``pmfm.simulate``'s costs.csv; the
 results.csv of ``pmfm.fit`` with the simulator strategy and with a surrogate searched by CMA-ES, by

@@ -1,4 +1,4 @@
-"""Surrogate networks: plain ``nn.Module``s built from primitive hyperparameters (SPEC section 8).
+"""Surrogate networks: plain ``nn.Module``s built from primitive hyperparameters (docs/surrogates.md).
 
 Every network is built by ``build_network(name, n_outputs=..., box=..., basis=..., sc=..., **hparams)``
 from ints, floats, strings, bools and nested lists of floats only, so a Lightning checkpoint rebuilds it

@@ -1,4 +1,4 @@
-"""``mlp_lna``: an MLP on what the linearised model says about a parameter set (``pmfm.physics.linearized``).
+"""``model=mlp``: an MLP on what the linearised model says of a parameter set (``pmfm.physics.linearized``).
 
 The coefficients themselves generalise poorly from one CMA-ES run to another (each run explores its own
 corner of the box), but the model's steady state and the correlations of its fluctuations around it
@@ -7,7 +7,7 @@ best-fitting sets are bistable, and noise carries their simulations onto the hig
 back and forth, so the summaries are taken at both branches, beside how far apart they are and how
 hard noise finds it to switch (``bistability``). On the shipped dataset, held out by CMA-ES run, an MLP
 on these summaries ranks the simulated totals with Spearman about 0.96, one on the coefficients about
-0.3 (experiments/surrogate_cv.py).
+0.3 (``python -m pmfm.experiment study=surrogate_cv``; docs/surrogates.md#measured-ranking-quality).
 
 The summaries cost a few milliseconds per parameter set (two 68-region fixed points, two ``eigh``), so
 they are memoised per input row while the network is not asked for gradients (training epochs repeat

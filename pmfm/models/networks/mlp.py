@@ -2,7 +2,7 @@
 
 ``mlp`` is the surrogate that worked over the 10 coefficients in the seed's repository; ``mlp_regional``
 reads the 3N + 1 regional values (normalised by the pMFM bounds), the variant that was exploited
-outside its data when searched over the regional values (SPEC section 8).
+outside its data when searched over the regional values (docs/surrogates.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Coefficients -> regional maps, differentiably, shared by the surrogate networks (SPEC sections 5, 8).
+"""Coefficients -> regional maps, differentiably, shared by the surrogate networks.
+
+See docs/parameters.md#coefficients-and-maps and docs/surrogates.md.
 
 Every network takes ``u`` (B, P), the normalised [0, 1] coordinates of the parameter box that sampling,
 search and the surrogate share (``pmfm.params.ParamSpace.box``): ``raw = box[:, 0] + u * (box[:, 1] -

@@ -1,4 +1,4 @@
-"""DELSSOME-style transformer surrogate (Zeng et al., Nature Methods 2026; SPEC section 8).
+"""DELSSOME-style transformer surrogate (Zeng et al., Nature Methods 2026; docs/surrogates.md).
 
 One token per region holds (w_i, I_i, sigma_i), normalised by the pMFM bounds, and row i of G * C
 (``C = coupling(sc, sc_transform)``, G scaled by 1/10), so G enters through the coupling row. The
