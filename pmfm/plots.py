@@ -1,4 +1,6 @@
-"""Figures people would rather look at than read: simulated vs empirical FC and FCD."""
+"""Figures people would rather look at than read: simulated vs empirical FC and FCD, maps, search
+and training curves. Importing it selects matplotlib's file backend (no screen needed); other modules
+draw with its ``plt``."""
 
 from __future__ import annotations
 

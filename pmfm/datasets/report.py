@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pmfm.datasets.store import ShardStore, load_dataset
+from pmfm.plots import plt
 
 
 def summarise(store: ShardStore, manifest: dict, progress, out_dir: Path) -> str:
@@ -40,10 +41,6 @@ def summarise(store: ShardStore, manifest: dict, progress, out_dir: Path) -> str
 
 
 def plot_histogram(rows: dict, valid: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key in zip(axes, ("total", "fc_cost", "ks"), strict=True):

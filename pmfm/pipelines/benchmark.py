@@ -32,6 +32,7 @@ import torch
 from pmfm.cost import KONG2021, fcd_pair_count, repeat_stats
 from pmfm.data import bundled_path, load_bundled
 from pmfm.evaluate import evaluate_params
+from pmfm.models.networks import LinearisedMLP, build_network
 from pmfm.params import ParamSpace, read_params_csv
 from pmfm.sim import Noise, SimProtocol, Simulator, simulate
 
@@ -157,8 +158,6 @@ def run_benchmark(
 
 def _time_surrogate(name: str, batch: int, space: ParamSpace, data, dev: torch.device, repeats: int) -> dict:
     """Evaluations/s of an (untrained) surrogate network with default hyperparameters, eval mode."""
-    from pmfm.models.networks import LinearisedMLP, build_network  # torch only
-
     target = {"target_fc": data.fc.tolist()} if name == "mlp_lna" else {}
     net = build_network(
         name, n_outputs=3, box=space.box.tolist(), basis=data.basis().tolist(), sc=data.sc.tolist(), **target

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pmfm.plots import plt
+
 METRICS = ("test/spearman", "test/spearman_top10", "test/top5_recall", "test/mae_fc_cost", "test/mae_ks",
            "val/spearman")  # fmt:skip
 
@@ -102,10 +104,6 @@ def summary_table(rows: list[dict], metric: str) -> str:
 
 
 def plot(rows: list[dict], metric: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     groups = defaultdict(list)
     for r in rows:

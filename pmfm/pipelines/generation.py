@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy
 import torch
 
+import pmfm
 from pmfm.cost import Costs, CostVariant
 from pmfm.data import EmpiricalData
 from pmfm.datasets.samplers import FeasibleStream
@@ -108,10 +110,6 @@ def config_hash(identity: dict) -> str:
 
 
 def package_versions() -> dict:
-    import scipy
-
-    import pmfm
-
     return {
         "pmfm": pmfm.__version__,
         "torch": torch.__version__,

@@ -22,6 +22,7 @@ from pmfm.pipelines.benchmark import median_time
 from pmfm.pipelines.compare import compare
 from pmfm.pipelines.progress import progress_bar
 from pmfm.pipelines.train import train_surrogate
+from pmfm.plots import plt
 from pmfm.sim.simulator import resolve_device
 from pmfm.studies.configs import overrides_of, plain, sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
@@ -157,10 +158,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def plot(rows: list[dict], rank_by: str, path: Path) -> None:
     """Per model: each seed's value of three metrics, and evaluations/s."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     shown = [rank_by, "test/spearman_top10", "test/top5_recall", "evals_per_s"]

@@ -4,6 +4,7 @@ strategies, and see how close the fits come to the truth (its cost, its maps, ea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,13 +14,14 @@ import torch
 from omegaconf import DictConfig
 from scipy.io import savemat
 
-from pmfm.data import bundled_path, load
+from pmfm.data import bundled_path, fcd_pair_count, load
 from pmfm.evaluate import evaluate_params, grouped_costs, map_correlations, mean_and_se
 from pmfm.params import COEFFICIENT_NAMES, ParamSpace, read_params_csv
 from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
 from pmfm.pipelines.fit.run import fit
 from pmfm.pipelines.progress import progress_bar
 from pmfm.pipelines.results import read_results
+from pmfm.plots import plt
 from pmfm.studies.configs import sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 
@@ -264,10 +266,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def _with_targets(source, n_tr: int, variant):
     """The source data with placeholder targets fitting ``n_tr`` (only its SC is simulated on)."""
-    import dataclasses
-
-    from pmfm.data.checks import fcd_pair_count
-
     cdf = np.zeros(variant.n_bins, dtype=np.int64)
     cdf[-1] = fcd_pair_count(n_tr, variant.window)
     return dataclasses.replace(source, fcd_cdf=cdf)
@@ -275,10 +273,6 @@ def _with_targets(source, n_tr: int, variant):
 
 def plot(rows: list[dict], costs_rows: list[dict], path: Path, repeats: int) -> None:
     """Per-coefficient normalised error per strategy; fresh-noise cost of the truth and each fit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2.2, 1]})
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 import pmfm
 from pmfm.pipelines.benchmark import device_name
@@ -30,8 +31,6 @@ def provenance(device: str | torch.device) -> dict:
 
 def command() -> str:
     """The command line of this Hydra run (its overrides), or a note when called from Python."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         task = list(HydraConfig.get().overrides.task)
     except ValueError:  # no Hydra run: a test or a script called the study function

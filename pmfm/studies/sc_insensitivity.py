@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pmfm.evaluate import evaluate_params
 from pmfm.pipelines.config import load_data, simulator_of, variant_of
 from pmfm.pipelines.progress import progress_bar
+from pmfm.plots import plt
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 from pmfm.studies.sets import study_sets
 
@@ -167,10 +168,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def plot(diffs: dict[str, np.ndarray], path: Path, repeats: int) -> None:
     """|total - reference total| per condition, the repeat spread first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     names = [REPEAT] + [n for n in diffs if n not in ("train", REPEAT)]
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))

@@ -29,6 +29,7 @@ from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_
 from pmfm.pipelines.dataset import dataset_folder
 from pmfm.pipelines.progress import progress_bar
 from pmfm.pipelines.train import train_surrogate
+from pmfm.plots import plt
 from pmfm.search.runner import SearchSettings, dataset_starts, start_points, surrogate_search
 from pmfm.studies.configs import sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
@@ -166,10 +167,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def plot(rows: list[dict], path: Path, repeats: int) -> None:
     """Predicted against simulated total of every candidate, one colour per searcher."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     arms = list(dict.fromkeys(r["arm"] for r in rows))

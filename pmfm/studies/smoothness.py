@@ -15,6 +15,7 @@ from scipy.stats import mannwhitneyu
 from pmfm.evaluate import evaluate_params
 from pmfm.pipelines.config import load_data, simulator_of, variant_of
 from pmfm.pipelines.progress import progress_bar
+from pmfm.plots import plt
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 from pmfm.studies.sets import study_sets
 
@@ -158,10 +159,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def plot(dist, diff, noise, bins, reach, path: Path, repeats: int) -> None:
     """|cost difference| against normalised distance, bin means, the noise floor band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     keep = dist > 0
@@ -184,10 +181,6 @@ def plot(dist, diff, noise, bins, reach, path: Path, repeats: int) -> None:
 
 def plot_profiles(rows: list[dict], n_seg: int, path: Path, repeats: int) -> None:
     """Total cost along each segment (both runs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for si in range(n_seg):

@@ -13,7 +13,9 @@ from omegaconf import DictConfig
 
 from pmfm.pipelines.benchmark import run_benchmark
 from pmfm.pipelines.fit.state import RunState
+from pmfm.plots import plt
 from pmfm.sim.simulator import resolve_device
+from pmfm.studies import parameter_recovery
 from pmfm.studies.configs import sub_config
 from pmfm.studies.report import markdown_table, provenance, write_summary, write_table
 
@@ -169,8 +171,6 @@ def _ratio(row: dict, reference: dict) -> str:
 def _run_recovery(cfg: DictConfig, out_dir: Path) -> Path:
     """Run the parameter_recovery study (same data and device, its own protocol and simulator) into
     ``out_dir/recovery``."""
-    from pmfm.studies import parameter_recovery
-
     recovery = sub_config("experiment", cfg, cfg.study.recovery, share=("data",))
     parameter_recovery.run(recovery, out_dir / "recovery")
     return out_dir / "recovery"
@@ -277,10 +277,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def plot(here: list[dict], gpu: list[dict], path: Path) -> None:
     """Seconds per candidate evaluation, measured here and recorded on the GPU (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = [r for r in here if np.isfinite(r["seconds_per_candidate"])]
     labels = [f"{r['what'].split('(')[0][:40]}\n[{r['device'][:18]}]" for r in rows + gpu]
