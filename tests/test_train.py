@@ -48,14 +48,12 @@ def _cfg(dataset, *overrides):
         return compose("train", overrides=[f"dataset.folder={dataset}", *fast, *overrides])
 
 
-@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
-def test_every_model_config_instantiates_and_predicts(dataset, model):
+def _module(cfg) -> SurrogateModule:
+    """The untrained surrogate a train config describes (its auto hparams resolved on the bundled data)."""
     from pmfm.pipelines.train import data_hparams
 
-    cfg = _cfg(dataset, f"model={model}")
-    space = ParamSpace(load_bundled().basis())
-    data = load_bundled()
-    module = SurrogateModule(
+    space, data = ParamSpace(load_bundled().basis()), load_bundled()
+    return SurrogateModule(
         network=cfg.model.network,
         network_hparams=dict(cfg.model.network_hparams) | data_hparams(cfg.model, data),
         terms=["fc_cost", "ks"],
@@ -64,6 +62,12 @@ def test_every_model_config_instantiates_and_predicts(dataset, model):
         basis=data.basis().tolist(),
         sc=data.sc.tolist(),
     )
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_every_model_config_instantiates_and_predicts(dataset, model):
+    module = _module(_cfg(dataset, f"model={model}"))
+    space = ParamSpace(load_bundled().basis())
     pred = module.predict(space.random_start(4, np.random.default_rng(0)))
     assert {"fc_cost", "ks", "total", "p_valid"} <= set(pred)
     assert all(v.shape == (4,) for v in pred.values())
@@ -89,10 +93,16 @@ def test_train_mlp_end_to_end(dataset, tmp_path):
     assert header[:4] == ["fc_cost", "ks", "total", "p_valid"]
 
 
-def test_train_mlp_lna_reloads_with_its_target_fc(dataset, tmp_path):
-    metrics = train_surrogate(_cfg(dataset, "model=mlp_lna", "trainer.max_epochs=2"), tmp_path)
+def test_model_mlp_trains_the_linearised_features_and_reloads_with_its_target_fc(dataset, tmp_path):
+    from pmfm.models.networks import MLP, LinearisedMLP
+
+    metrics = train_surrogate(_cfg(dataset, "model=mlp", "trainer.max_epochs=2"), tmp_path)
     assert np.isfinite(metrics["test/mae_total"])
     model = SurrogateModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert isinstance(model.net, LinearisedMLP)  # what `python -m pmfm.train model=mlp` trains
+    assert type(_module(_cfg(dataset, "model=mlp_lna")).net) is LinearisedMLP  # its earlier name
+    coefficients = _module(_cfg(dataset, "model=mlp", "model.network_hparams.features=coefficients"))
+    assert type(coefficients.net) is MLP
     data = load_bundled()
     np.testing.assert_allclose(model.net.target_fc.numpy(), data.fc)  # resolved from target_fc: auto
     theta = ParamSpace(data.basis()).random_start(4, np.random.default_rng(2))
