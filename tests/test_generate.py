@@ -149,3 +149,30 @@ def test_joblib_launcher_fills_two_shards(tiny_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     rows = load_dataset(tmp_path / "ds" / "sobol_pmfm_100tr_r3")
     assert sorted(set(rows["shard"].tolist())) == [0, 1] and len(rows["sample_id"]) == 12
+
+
+def test_folders_are_named_after_circuit_protocol_and_repeats_and_the_shipped_dataset_stays_valid(tmp_path):
+    import shutil
+
+    from conftest import compose_config
+
+    from pmfm.datasets.store import BUNDLED_DATASETS
+    from pmfm.pipelines.dataset import dataset_folder
+
+    def folder(*overrides):
+        return dataset_folder(compose_config("generate", [f"paths.datasets={tmp_path}", *overrides]))
+
+    assert folder("dataset=cmaes").name == "cmaes_pmfm_1200tr_r3"
+    assert folder("dataset=cmaes", "simulator=fic").name == "cmaes_fic_1200tr_dt0.006_r3"  # no collision
+    assert folder("dataset=cmaes", "protocol=short", "dataset.repeats=1").name == "cmaes_pmfm_200tr_r1"
+    shipped = dataset_folder(compose_config("generate", ["dataset=hcp_cmaes"]))
+    assert shipped == BUNDLED_DATASETS / "hcp_cmaes_pmfm_1200tr_r3"
+    # the same config regenerates nothing: its identity (the name left out) is the manifest's
+    copy = tmp_path / "copy"
+    shutil.copytree(shipped, copy)
+    manifest = make_dataset(
+        compose_config("generate", ["dataset=hcp_cmaes", f"dataset.folder={copy}"]), tmp_path
+    )
+    assert manifest["complete"] and manifest["counts"]["rows"] == 1280
+    assert (copy / "shard_00000.npz").read_bytes() == (shipped / "shard_00000.npz").read_bytes()
+    assert not (copy / "shard_00000.partial").exists()
