@@ -43,6 +43,11 @@ TINY_TR = 100  # TRs kept by the shrunk protocol of the tests
 @pytest.fixture
 def tiny_folder(tmp_path):
     """A CBIG-format folder (split "test") with 8 regions in a chain whose FCD total fits 100 TRs."""
+    return make_tiny_folder(tmp_path)
+
+
+def make_tiny_folder(tmp_path):
+    """The body of the ``tiny_folder`` fixture, for module-scoped fixtures."""
     from pmfm.cost import KONG2021, fc_matrix, fcd_cdf
 
     rng = np.random.default_rng(0)

@@ -157,7 +157,7 @@ def test_folders_are_named_after_circuit_protocol_and_repeats_and_the_shipped_da
     from conftest import compose_config
 
     from pmfm.datasets.store import BUNDLED_DATASETS
-    from pmfm.pipelines.dataset import dataset_folder
+    from pmfm.pipelines.folders import dataset_folder
 
     def folder(*overrides):
         return dataset_folder(compose_config("generate", [f"paths.datasets={tmp_path}", *overrides]))

@@ -9,7 +9,17 @@ import pytest
 import pmfm
 
 PACKAGE = Path(pmfm.__file__).parent
-ENTRY_POINTS = ("simulate", "generate", "train", "predict", "fit", "experiment", "benchmark", "compare")
+ENTRY_POINTS = (
+    "simulate",
+    "generate",
+    "train",
+    "predict",
+    "fit",
+    "targets",
+    "experiment",
+    "benchmark",
+    "compare",
+)
 # lowest first; a module may import its own layer (without cycles) and the ones before it
 LAYERS = {
     "params": ("pmfm.params", "pmfm.data"),

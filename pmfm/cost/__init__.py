@@ -17,6 +17,7 @@ from pmfm.cost.repeats import (
     matmul_precision,
     repeat_stats,
 )
+from pmfm.cost.targets import average_runs, fisher_mean, mean_cdf, run_stats
 from pmfm.cost.variants import DELSSOME, FIC, KONG2021, CostVariant, cost_variant
 from pmfm.data.checks import fcd_pair_count
 
@@ -27,6 +28,7 @@ __all__ = [
     "CostVariant",
     "Costs",
     "RepeatStats",
+    "average_runs",
     "combine_repeats",
     "cost_bytes_per_sim",
     "cost_chunk_size",
@@ -38,8 +40,11 @@ __all__ = [
     "fcd_cdf",
     "fcd_matrix",
     "fcd_pair_count",
+    "fisher_mean",
     "matmul_precision",
+    "mean_cdf",
     "repeat_stats",
+    "run_stats",
     "upper_triangle",
     "window_fc",
 ]

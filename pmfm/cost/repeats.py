@@ -170,7 +170,7 @@ class Costs:
         return self.total.shape[0]
 
 
-def _masked_mean(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+def masked_mean(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """Mean over axis 1 of the rows flagged valid, (G, R, K), (G, R) -> (G, K) float64, (G,).
 
     Invalid rows are replaced by 0 (not multiplied, so their NaN cannot leak); a group with no valid
@@ -243,14 +243,14 @@ def combine_repeats(
 
     # FC terms
     fc = stats.fc.reshape(n_groups, repeats, n_edges)  # (G, R, E)
-    fc_mean, n_fc = _masked_mean(fc, stats.fc_valid.reshape(n_groups, repeats))  # (G, E), (G,)
+    fc_mean, n_fc = masked_mean(fc, stats.fc_valid.reshape(n_groups, repeats))  # (G, E), (G,)
     f = _fisher_z if variant.fisher_z else (lambda r: r)
     fc_cost = 1.0 - _row_corr(f(fc_mean), f(emp_fc))  # (G,)
     fc_l1 = (fc_mean.mean(-1) - emp_fc.mean()).abs()  # (G,)
 
     # KS term: CDFs summed exactly in int64, then averaged in float64
     cdf = stats.cdf.reshape(n_groups, repeats, -1)  # (G, R, K)
-    cdf_mean, n_fcd = _masked_mean(cdf, stats.fcd_valid.reshape(n_groups, repeats))  # (G, K)
+    cdf_mean, n_fcd = masked_mean(cdf, stats.fcd_valid.reshape(n_groups, repeats))  # (G, K)
     ks = (cdf_mean - emp_cdf).abs().amax(-1) / emp_cdf[-1]  # (G,)
 
     if stage == "fit":

@@ -53,7 +53,9 @@ class EmpiricalData:
     split: str  # "train", "vali", "test", ...
     sc: np.ndarray  # (N, N) float64, raw streamline weights as in the file
     fc: np.ndarray  # (N, N) float64, Pearson, diagonal 1
-    fcd_cdf: np.ndarray  # (n_bins,) int64, cumulative FCD histogram in counts
+    fcd_cdf: (
+        np.ndarray
+    )  # (n_bins,) cumulative FCD histogram in counts: int64, or float64 for an unrounded mean
     myelin: np.ndarray  # (N,) float64, T1w/T2w ratio, raw
     gradient: np.ndarray  # (N,) float64, principal RSFC gradient, raw
     region_names: tuple[str, ...]  # N names
@@ -72,7 +74,7 @@ class EmpiricalData:
     @property
     def fcd_total(self) -> int:
         """Final count of the FCD CDF: the number of window pairs."""
-        return int(self.fcd_cdf[-1])
+        return int(round(float(self.fcd_cdf[-1])))
 
     def basis(self) -> np.ndarray:
         """Parameter basis B = [1, myelin, gradient], shape (N, 3), float64 (docs/parameters.md)."""

@@ -51,14 +51,23 @@ RATE_COLUMNS: dict[str, str] = {
 }
 
 
+# each sample's simulated statistics, to cost it against any target (pmfm.cost.stats; schema 2 on)
+STATS_COLUMNS: dict[str, str] = {
+    "fc_z": "float16",  # (n, E) Fisher z of the mean FC over the FC-valid repeats
+    "fcd_levels": "uint16",  # (n, L) bins at which the mean FCD CDF reaches L evenly spaced levels
+}
+OPTIONAL_COLUMNS = RATE_COLUMNS | STATS_COLUMNS
+SCHEMA = 2  # manifest["schema"]: 1 (costs only, the default of manifests without it), 2 (+ statistics)
+
+
 def columns_of(rows) -> list[str]:
-    """The columns ``rows`` (a dict or an open npz) holds: COLUMNS, plus RATE_COLUMNS when present."""
+    """The columns ``rows`` (a dict or an open npz) holds: COLUMNS, plus the optional ones present."""
     keys = set(rows.files if hasattr(rows, "files") else rows)
-    return [*COLUMNS, *(k for k in RATE_COLUMNS if k in keys)]
+    return [*COLUMNS, *(k for k in OPTIONAL_COLUMNS if k in keys)]
 
 
 def column_type(key: str) -> str:
-    return COLUMNS.get(key) or RATE_COLUMNS[key]
+    return COLUMNS.get(key) or OPTIONAL_COLUMNS[key]
 
 
 class DatasetError(RuntimeError):
@@ -114,9 +123,9 @@ def rows_checksum(rows: dict[str, np.ndarray]) -> str:
     return hashlib.sha256("".join(sorted(per_row)).encode()).hexdigest()
 
 
-def rows_from(theta, costs: Costs, **ids) -> dict[str, np.ndarray]:
-    """Dataset rows of evaluated parameter sets (a (n, P) tensor); ``ids`` give sample_id, shard,
-    start, generation."""
+def rows_from(theta, costs: Costs, stats: dict | None = None, **ids) -> dict[str, np.ndarray]:
+    """Dataset rows of evaluated parameter sets (a (n, P) tensor); ``stats`` holds their ``fc_z``
+    and ``fcd_levels`` (tensors or arrays); ``ids`` give sample_id, shard, start, generation."""
     n = len(theta)
     rows = {
         "theta": theta.numpy(),
@@ -134,6 +143,9 @@ def rows_from(theta, costs: Costs, **ids) -> dict[str, np.ndarray]:
     if costs.mean_rate is not None and costs.n_valid_rate is not None:  # FIC: rates and their validity
         out["mean_rate"] = costs.mean_rate.numpy().astype(RATE_COLUMNS["mean_rate"])
         out["n_valid_rate"] = costs.n_valid_rate.numpy().astype(RATE_COLUMNS["n_valid_rate"])
+    if stats is not None:
+        for key, dtype in STATS_COLUMNS.items():
+            out[key] = np.asarray(stats[key]).astype(dtype)
     return out
 
 
@@ -180,8 +192,20 @@ class ShardStore:
         if manifest is None:
             atomic_write_json(
                 self.manifest_path,
-                {"config": config, "config_hash": config_hash, "versions": versions, "shards": {}},
+                {
+                    "config": config,
+                    "config_hash": config_hash,
+                    "versions": versions,
+                    "shards": {},
+                    "schema": SCHEMA,
+                },
             )
+
+    @property
+    def schema(self) -> int:
+        """1: rows hold costs against the dataset's own target; 2: also each sample's statistics."""
+        manifest = self.read_manifest() or {}
+        return int(manifest.get("schema", 1))
 
     def update_manifest(self, num_shards: int) -> dict:
         """Rebuild the shard list and counts from the sidecars (safe with concurrent writers)."""

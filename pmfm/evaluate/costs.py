@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from pmfm.cost import KONG2021, Costs, CostVariant, RepeatStats, combine_repeats, repeat_stats
+from pmfm.cost import KONG2021, Costs, CostVariant, RepeatStats, combine_repeats, fcd_pair_count, repeat_stats
+from pmfm.cost.stats import SetStats, set_stats
 from pmfm.physics import fic
 from pmfm.sim.noise import Noise
 from pmfm.sim.simulate import SimResult, simulate
@@ -107,6 +109,7 @@ class Evaluation:
     costs: Costs  # S groups of R repeats
     stats: RepeatStats | None = None  # per repeat (S*R rows, set-major), on CPU
     bold: torch.Tensor | None = None  # (S, R, N, T) on CPU
+    set_stats: SetStats | None = None  # per set: what its cost against any target needs
 
 
 def evaluate_params(
@@ -124,33 +127,48 @@ def evaluate_params(
     generation: int | None = None,
     keep_stats: bool = False,
     keep_bold: bool = False,
+    keep_set_stats: bool = False,
+    target_index=None,
     progress=None,
 ) -> Evaluation:
     """Cost (S, P) parameter sets, each simulated ``repeats`` times on ``data``'s SC.
 
+    ``data`` may be a list of targets sharing one SC, with ``target_index`` (S,) naming each set's:
+    all sets are simulated together and each costed against its own target.
+
     The noise is :func:`repeat_noise`'s: ``common`` (default: ``simulator.noise == "common"``)
     chooses common random numbers, keyed by ``generation`` when given; otherwise set i's repeats
     use the streams of ``sample_ids[i]``. ``stage`` "fit" or "test" (docs/cost.md#repeats-and-validity).
+    ``keep_set_stats``: also each set's mean FC and FCD CDF (:mod:`pmfm.cost.stats`), to cost it
+    later against other targets.
     ``progress(n)`` is called as simulations complete (n may be a fraction, ``repeats`` per set).
     """
     theta = torch.as_tensor(theta, dtype=torch.float64)
     theta = theta[None] if theta.ndim == 1 else theta
     space.check(theta)
     n_sets = theta.shape[0]
+    targets = list(data) if isinstance(data, list | tuple) else [data]
+    index = torch.zeros(n_sets, dtype=torch.long) if target_index is None else torch.as_tensor(target_index)
+    if any(not np.array_equal(t.sc, targets[0].sc) for t in targets[1:]):
+        raise ValueError("targets simulated together must share their SC")
     common = simulator.noise == "common" if common is None else common
     noise = repeat_noise(n_sets, repeats, seed, common=common, sample_ids=sample_ids, generation=generation)
     keys = noise.resolved_keys(n_sets * repeats)  # (S * R,)
     per_chunk = max(1, min(n_sets, sims_per_chunk(simulator, space.n_regions, variant.n_bins) // repeats))
-    parts, stats_parts, bolds = [], [], []
+    parts, stats_parts, bolds, set_parts = [], [], [], []
+    fcd_total = fcd_pair_count(simulator.protocol.n_tr, variant.window)
     for start in range(0, n_sets, per_chunk):
         chunk = theta[start : start + per_chunk]
         rows = slice(start * repeats, (start + len(chunk)) * repeats)
         chunk_noise = dataclasses.replace(noise, keys=keys[rows])
         result = simulate(
-            chunk.repeat_interleave(repeats, dim=0), space, data.sc, simulator, chunk_noise, progress=progress
-        )
+            chunk.repeat_interleave(repeats, dim=0), space, targets[0].sc, simulator, chunk_noise,
+            progress=progress,
+        )  # fmt: skip
         chunk_stats = simulation_stats(result, variant, simulator)
-        costs = combine_repeats(chunk_stats, data.fc, data.fcd_cdf, repeats, variant, stage)
+        costs = against_targets(
+            chunk_stats, targets, index[start : start + len(chunk)], repeats, variant, stage
+        )
         rates = rate_summary(result, repeats, simulator)
         parts.append(
             dataclasses.replace(
@@ -161,10 +179,38 @@ def evaluate_params(
             stats_parts.append(RepeatStats(*(getattr(chunk_stats, f).cpu() for f in STATS_FIELDS)))
         if keep_bold:
             bolds.append(result.bold.cpu().reshape(len(chunk), repeats, *result.bold.shape[1:]))
+        if keep_set_stats:
+            set_parts.append(set_stats(chunk_stats, repeats, fcd_total))
     stats = None
     if keep_stats:
         stats = RepeatStats(*(torch.cat([getattr(p, f) for p in stats_parts]) for f in STATS_FIELDS))
-    return Evaluation(concat_costs(parts, repeats), stats, torch.cat(bolds) if keep_bold else None)
+    kept = concat_set_stats(set_parts) if keep_set_stats else None
+    return Evaluation(concat_costs(parts, repeats), stats, torch.cat(bolds) if keep_bold else None, kept)
+
+
+def against_targets(
+    stats: RepeatStats, targets: list, index: torch.Tensor, repeats: int, variant, stage
+) -> Costs:
+    """``combine_repeats`` of each set (R consecutive rows of ``stats``) against its target ``index``."""
+    if len(targets) == 1:
+        return combine_repeats(stats, targets[0].fc, targets[0].fcd_cdf, repeats, variant, stage)
+    parts, order = [], []
+    for t in index.unique().tolist():
+        sets = torch.nonzero(index == t).flatten()  # (s,)
+        rows = (sets[:, None] * repeats + torch.arange(repeats)).flatten()
+        sub = RepeatStats(*(getattr(stats, f)[rows.to(stats.fc.device)] for f in STATS_FIELDS))
+        parts.append(combine_repeats(sub, targets[t].fc, targets[t].fcd_cdf, repeats, variant, stage))
+        order.append(sets)
+    back = torch.argsort(torch.cat(order))  # the sets' own order
+    fields = ("fc_cost", "fc_l1", "ks", "total", "n_valid_fc", "n_valid_fcd")
+    return Costs(**{f: torch.cat([getattr(p, f) for p in parts])[back] for f in fields}, repeats=repeats)
+
+
+def concat_set_stats(parts: list[SetStats]) -> SetStats:
+    """The set statistics of consecutive chunks as one."""
+    fields = ("fc_z", "fcd_levels", "n_valid_fc", "n_valid_fcd")
+    cat = {f: torch.cat([getattr(p, f) for p in parts]) for f in fields}
+    return SetStats(**cat, fcd_total=parts[0].fcd_total, repeats=parts[0].repeats)
 
 
 def concat_costs(parts: list[Costs], repeats: int) -> Costs:

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from pmfm.cost import KONG2021, CostVariant
+from pmfm.cost.stats import FC_Z_DTYPE, N_LEVELS
 from pmfm.evaluate.costs import evaluate_params
 from pmfm.params import ParamSpace
 
@@ -79,6 +80,10 @@ class SimulatorObjective:
         variant: cost variant (Kong2021 by default).
         common_noise: common random numbers per generation (True, Kong2021) or independent noise
             keyed by sample ids (False), as :func:`pmfm.evaluate.costs.repeat_noise` says.
+        keep_stats: the terms also hold each set's statistics, ``fc_z`` (B, E) and ``fcd_levels``
+            (B, L) (:mod:`pmfm.cost.stats`; zeros for an infeasible set).
+        target_of: with ``data`` a list of targets sharing one SC, ``target_of(keys)`` (B,) says
+            which target each set is costed against (a multi-target search: one batch, many fits).
 
     Infeasible sets (out of bounds, NaN) are not simulated: every term is ``variant.invalid_value``
     and ``valid`` is False. Terms of invalid repeats follow the "fit" stage (10; FIC: 5,
@@ -96,6 +101,8 @@ class SimulatorObjective:
         seed: int = 0,
         variant: CostVariant = KONG2021,
         common_noise: bool = True,
+        keep_stats: bool = False,
+        target_of=None,
     ):
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -106,6 +113,8 @@ class SimulatorObjective:
         self.seed = int(seed)
         self.variant = variant
         self.common_noise = bool(common_noise)
+        self.keep_stats = bool(keep_stats)
+        self.target_of = target_of
 
     @torch.no_grad()
     def __call__(
@@ -127,15 +136,22 @@ class SimulatorObjective:
             "n_valid_fc": torch.zeros(n_sets, dtype=torch.int64),
             "n_valid_fcd": torch.zeros(n_sets, dtype=torch.int64),
         }
+        if self.keep_stats:  # zeros for the sets that are not simulated
+            n_edges = self.space.n_regions * (self.space.n_regions - 1) // 2
+            terms["fc_z"] = torch.zeros((n_sets, n_edges), dtype=FC_Z_DTYPE)
+            terms["fcd_levels"] = torch.zeros((n_sets, N_LEVELS), dtype=torch.int32)
         feasible = self.space.is_feasible(theta).cpu()  # (B,)
         rows = torch.nonzero(feasible).flatten()  # infeasible sets are not simulated
         if len(rows):
-            costs = evaluate_params(
+            evaluation = evaluate_params(
                 theta[rows], self.space, self.data, self.simulator,
                 repeats=self.repeats, seed=self.seed, variant=self.variant, stage="fit",
                 common=self.common_noise, generation=generation if self.common_noise else None,
                 sample_ids=None if self.common_noise else torch.as_tensor(keys, dtype=torch.int64)[rows],
-            ).costs  # fmt: skip
+                keep_set_stats=self.keep_stats,
+                target_index=None if self.target_of is None else self.target_of(keys)[rows],
+            )  # fmt: skip
+            costs = evaluation.costs
             for name in TERM_NAMES:
                 terms[name][rows] = getattr(costs, name).to(terms[name].dtype)
             if costs.mean_rate is not None and costs.n_valid_rate is not None:  # FIC: rates and validity
@@ -145,6 +161,9 @@ class SimulatorObjective:
                 terms["mean_rate"][rows] = costs.mean_rate
                 terms["n_valid_rate"] = torch.zeros(n_sets, dtype=torch.int64)
                 terms["n_valid_rate"][rows] = costs.n_valid_rate
+            if evaluation.set_stats is not None:
+                terms["fc_z"][rows] = evaluation.set_stats.fc_z
+                terms["fcd_levels"][rows] = evaluation.set_stats.fcd_levels
         valid = feasible & (terms["n_valid_fc"] > 0) & (terms["n_valid_fcd"] > 0)
         valid &= (terms["fc_cost"] < bad) & (terms["ks"] < bad)
         total = terms["fc_cost"] + terms["ks"] + (terms["fc_l1"] if self.variant.use_l1 else 0.0)  # (B,)

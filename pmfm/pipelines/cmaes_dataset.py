@@ -49,6 +49,7 @@ def fill_cmaes_shard(gen, shard: int) -> dict[str, np.ndarray]:
         seed=spec.seed,
         variant=gen.variant,
         common_noise=True,
+        keep_stats=gen.with_stats,
     )
     searcher = MultiStartCMAES(
         objective, start_points(gen.space, spec.seed, starts), settings, seed=spec.seed, start_ids=starts
@@ -68,7 +69,10 @@ def fill_cmaes_shard(gen, shard: int) -> dict[str, np.ndarray]:
             rates = {k: run.terms[k] for k in ("mean_rate", "n_valid_rate") if k in run.terms}  # FIC
             costs = Costs(total=run.total, repeats=spec.repeats, **{k: run.terms[k] for k in TERMS}, **rates)
             ids = np.arange(first, first + len(run.candidates))
-            chunk.append(rows_from(run.candidates, costs, sample_id=ids, shard=shard, start=s, generation=g))
+            stats = {k: run.terms[k] for k in ("fc_z", "fcd_levels")} if gen.with_stats else None
+            chunk.append(
+                rows_from(run.candidates, costs, stats, sample_id=ids, shard=shard, start=s, generation=g)
+            )
         rows = concat_rows(chunk, gen.space.dim)
         gen.store.write_chunk(shard, len(parts), rows, state=searcher.state_dict())
         parts.append(rows)

@@ -1,30 +1,27 @@
-"""Make (or finish) a simulator-made dataset and find it again (``python -m pmfm.generate``).
-
-A dataset's folder is named after what distinguishes it: ``<name>_<circuit>_<TRs>tr[_dt<dt>]_r<R>``
-under ``paths.datasets`` (``dataset.folder`` overrides it), so datasets of other circuits, protocols
-or repeats never share a folder. What the samples depend on is the dataset's identity, hashed in
-its manifest (the name is not part of it): a folder made under other settings is refused.
+"""Make (or finish) a simulator-made dataset (``python -m pmfm.generate``): one strategy's samples,
+or a bank of statistics (``dataset=bank``, pmfm.pipelines.bank). What the samples depend on is the
+dataset's identity, hashed in its manifest (the name is not part of it): a folder made under other
+settings is refused. Its folder: pmfm.pipelines.folders.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pmfm.datasets.report import summarise
-from pmfm.datasets.store import BUNDLED_DATASETS, ShardStore
+from pmfm.datasets.store import ShardStore
 from pmfm.params import ParamSpace, read_params_csv
+from pmfm.pipelines.bank import make_bank
 from pmfm.pipelines.config import load_data, simulator_of, variant_of
+from pmfm.pipelines.folders import dataset_folder
 from pmfm.pipelines.generation import DatasetSpec, Generator
 from pmfm.pipelines.progress import progress_bar
 from pmfm.search.cmaes import CMAESSettings
-from pmfm.sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
-DEFAULT_DATASETS = "outputs/datasets"  # paths.datasets by default: the shipped datasets are found first
 
 
 def dataset_spec(cfg: DictConfig, space: ParamSpace) -> DatasetSpec:
@@ -46,32 +43,11 @@ def dataset_spec(cfg: DictConfig, space: ParamSpace) -> DatasetSpec:
     )
 
 
-def folder_name(name: str, simulator: Simulator, repeats: int) -> str:
-    """``<name>_<circuit>_<TRs>tr[_dt<dt>]_r<R>``, e.g. ``cmaes_pmfm_1200tr_r3``."""
-    protocol = simulator.protocol
-    step = "" if protocol.dt == 0.01 else f"_dt{protocol.dt:g}"
-    return f"{name}_{simulator.circuit}_{protocol.n_tr}tr{step}_r{repeats}"
-
-
-def dataset_folder(cfg: DictConfig, simulator: Simulator | None = None) -> Path:
-    """Where the configured dataset lives: ``dataset.folder`` if set; else its derived folder name
-    under ``paths.datasets``, or the shipped copy of that name when ``paths.datasets`` is the
-    default and the package ships it complete."""
-    if cfg.dataset.get("folder"):
-        return Path(cfg.dataset.folder)
-    name = folder_name(cfg.dataset.name, simulator or simulator_of(cfg), cfg.dataset.repeats)
-    shipped = BUNDLED_DATASETS / name / "manifest.json"
-    if (
-        cfg.paths.datasets == DEFAULT_DATASETS
-        and shipped.is_file()
-        and json.loads(shipped.read_text()).get("complete")
-    ):
-        return shipped.parent
-    return Path(cfg.paths.datasets) / name
-
-
 def make_dataset(cfg: DictConfig, out_dir: Path) -> dict:
-    """Generate (or finish) the configured dataset; print and save its summary; return the manifest."""
+    """Generate (or finish) the configured dataset; print and save its summary; return the manifest
+    (a bank, ``dataset=bank``: its summary)."""
+    if cfg.dataset.strategy == "bank":
+        return make_bank(cfg, out_dir)
     simulator = simulator_of(cfg)
     variant = variant_of(cfg, simulator)
     data = load_data(cfg.data, simulator, variant)

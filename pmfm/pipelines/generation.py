@@ -144,11 +144,15 @@ class Generator:
     ):
         self.spec, self.space, self.data, self.simulator, self.variant = spec, space, data, simulator, variant
         self.store, self.bar, self.progress = store, bar, Progress()
+        self.with_stats = True
         self.identity = spec.identity(simulator, data, variant, space.dim)
 
     def run(self, shard_index: int | None = None) -> dict:
         """Fill every shard (or only ``shard_index``); returns the updated manifest."""
         self.store.claim(self.identity, config_hash(self.identity), package_versions())
+        self.with_stats = (
+            self.store.schema >= 2
+        )  # a dataset begun before statistics were kept goes on without
         shards = range(self.spec.num_shards) if shard_index is None else [shard_index]
         for shard in shards:
             if not 0 <= shard < self.spec.num_shards:
@@ -177,10 +181,11 @@ class Generator:
             n = min(spec.chunk_size, spec.shard_size - done)
             theta = stream.take(n)
             first_id = shard * spec.shard_size + done
-            costs = self.evaluate(theta, sample_ids=np.arange(first_id, first_id + n))
+            costs, stats = self.evaluate(theta, sample_ids=np.arange(first_id, first_id + n))
             rows = rows_from(
                 theta,
                 costs,
+                stats,
                 sample_id=np.arange(first_id, first_id + n),
                 shard=shard,
                 start=-1,
@@ -192,10 +197,10 @@ class Generator:
         self.progress.acceptance.append(stream.acceptance)
         return concat_rows(parts, self.space.dim)
 
-    def evaluate(self, theta: torch.Tensor, sample_ids: np.ndarray) -> Costs:
+    def evaluate(self, theta: torch.Tensor, sample_ids: np.ndarray) -> tuple[Costs, dict | None]:
         """Simulate and cost ``theta`` with independent noise keyed by the sample ids (whatever
-        ``simulator.noise`` says)."""
-        result = self.timed(
+        ``simulator.noise`` says); with the samples' statistics where the dataset keeps them."""
+        evaluation = self.timed(
             lambda: evaluate_params(
                 theta,
                 self.space,
@@ -206,10 +211,13 @@ class Generator:
                 variant=self.variant,
                 common=False,
                 sample_ids=sample_ids,
+                keep_set_stats=self.with_stats,
             ),
             result_sims=lambda _: len(theta) * self.spec.repeats,
         )
-        return result.costs
+        stats = evaluation.set_stats
+        kept = None if stats is None else {"fc_z": stats.fc_z, "fcd_levels": stats.fcd_levels}
+        return evaluation.costs, kept
 
     def timed(self, fn, result_sims):
         """Call ``fn()``, adding its time and ``result_sims(result)`` simulations to the progress."""

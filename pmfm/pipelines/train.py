@@ -26,7 +26,8 @@ from pmfm.models.conditioning import empirical_condition
 from pmfm.models.module import bundled_geometry
 from pmfm.models.networks import NETWORKS
 from pmfm.pipelines.config import fill_run_values, load_data, simulator_of, variant_of
-from pmfm.pipelines.dataset import dataset_folder, make_dataset
+from pmfm.pipelines.dataset import make_dataset
+from pmfm.pipelines.folders import dataset_folder
 from pmfm.plots import plot_pred_vs_sim
 from pmfm.search.callback import SurrogateSearchCallback
 from pmfm.search.runner import SearchSettings

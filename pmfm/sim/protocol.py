@@ -97,3 +97,39 @@ class SimProtocol:
         n_samples = n_tr + burn_in_samples
         duration_s = (n_samples * tr_steps - 1) * dt  # the last grid point is the last sample's step
         return cls(dt=dt, tr_s=tr_s, duration_s=duration_s, burn_in_samples=burn_in_samples, **kw)
+
+
+def protocol_for_run(n_tr: int, tr_s: float, reference: SimProtocol | None = None) -> SimProtocol:
+    """The protocol of a run of ``n_tr`` TRs at a TR of ``tr_s`` seconds (docs/protocol.md).
+
+    Simulated and empirical FCD totals match only when a simulation keeps as many TRs, as far apart,
+    as the runs its target was made from. The result keeps ``reference``'s step and warm-up
+    (default: Kong et al.'s full protocol, ``SimProtocol()``), drops about as many seconds of burn-in
+    (``round(reference.burn_in_samples * reference.tr_s / tr_s)`` samples: 167 of 0.72 s are
+    120.2 s) and keeps exactly ``n_tr`` samples, the last one on the last step of the main loop (as
+    :meth:`SimProtocol.shortened`). A reference that already keeps ``n_tr`` TRs of ``tr_s`` is
+    returned unchanged, so (1200, 0.72) gives the full protocol with its irregular last sample.
+
+    Raises:
+        ValueError: ``n_tr`` < 1, ``tr_s`` <= 0, or ``tr_s`` not a whole number of steps of dt.
+    """
+    reference = SimProtocol() if reference is None else reference
+    if int(n_tr) != n_tr or n_tr < 1:
+        raise ValueError(f"a run needs a whole number of TRs >= 1, got n_tr={n_tr}")
+    if not tr_s > 0:
+        raise ValueError(f"the TR must be positive, got tr_s={tr_s}")
+    n_tr, dt = int(n_tr), reference.dt
+    ratio = tr_s / dt
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise ValueError(
+            f"a TR of {tr_s} s is not a whole number of simulation steps of dt = {dt} s ({ratio:.6g} "
+            f"steps): choose a dt that divides the TR (protocol.dt)"
+        )
+    if reference.n_tr == n_tr and abs(reference.tr_s - tr_s) <= 1e-9 * tr_s:
+        return reference
+    burn_in = int(round(reference.burn_in_samples * reference.tr_s / tr_s))
+    tr_steps = int(round(ratio))
+    duration_s = round(((n_tr + burn_in) * tr_steps - 1) * dt, 12)  # the last sample on the last step
+    protocol = SimProtocol(dt, reference.warmup_steps, duration_s, float(tr_s), burn_in)
+    assert protocol.n_tr == n_tr and protocol.tr_steps == tr_steps, protocol
+    return protocol

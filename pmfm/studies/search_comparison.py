@@ -26,7 +26,7 @@ from pmfm.models import SurrogateModule
 from pmfm.models.metrics import spearman
 from pmfm.params import ParamSpace
 from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
-from pmfm.pipelines.dataset import dataset_folder
+from pmfm.pipelines.folders import dataset_folder
 from pmfm.pipelines.progress import progress_bar
 from pmfm.pipelines.train import train_surrogate
 from pmfm.plots import plt

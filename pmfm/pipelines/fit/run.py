@@ -20,13 +20,14 @@ from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_
 from pmfm.pipelines.fit import report, stages
 from pmfm.pipelines.fit.state import RunState
 from pmfm.pipelines.fit.surrogate import prepare_surrogate, search_starts
+from pmfm.pipelines.fit.targets import fit_targets
 from pmfm.search.cmaes import CMAESSettings
 from pmfm.search.runner import SearchSettings
 from pmfm.search.surrogate import SurrogateObjective, SurrogateScore
 
 log = logging.getLogger(__name__)
 NOT_IDENTITY = ("test", "compare_to", "plot", "progress", "hydra")  # may change when a fit is resumed
-STRATEGIES = ("simulator", "surrogate", "prescreen")
+STRATEGIES = ("simulator", "surrogate", "prescreen", "bank")
 
 
 def check_strategy(cfg: DictConfig) -> None:
@@ -42,8 +43,11 @@ def check_strategy(cfg: DictConfig) -> None:
 
 
 def fit(cfg: DictConfig, out_dir: Path) -> float:
-    """Seed, data, search, validation, test, report; returns the best validation total."""
+    """Seed, data, search, validation, test, report; returns the best validation total (many
+    targets, ``targets.path``, or a bank: :func:`pmfm.pipelines.fit.targets.fit_targets`)."""
     check_strategy(cfg)
+    if cfg.targets.path or cfg.strategy.name == "bank":
+        return fit_targets(cfg, out_dir)
     L.seed_everything(cfg.seed, workers=True)
     state = RunState(out_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pmfm.cost import Costs
+from pmfm.cost.stats import cost_from_stats
 from pmfm.evaluate import SimulatorObjective, choose_diverse, evaluate_params, grouped_costs, validate
 from pmfm.pipelines.fit.state import RunState, StateError
 from pmfm.pipelines.progress import progress_bar
@@ -62,6 +63,20 @@ def simulator_search(
     ``prescreen`` (a surrogate :class:`~pmfm.evaluate.objective.Objective`) only each start's
     ``simulate_top`` best-scored sets of a generation are simulated (:mod:`pmfm.search.prescreen`).
     """
+    return targets_search(
+        state, space, [data], simulator, variant, n_starts=n_starts, repeats=repeats, settings=settings,
+        seed=seed, prescreen=prescreen, simulate_top=simulate_top, progress=progress,
+    )[0]  # fmt: skip
+
+
+def targets_search(
+    state: RunState, space, targets: list, simulator, variant, *, n_starts, repeats, settings, seed,
+    prescreen=None, simulate_top: int = 0, progress: bool = True,
+) -> list[Candidates]:  # fmt: skip
+    """:func:`simulator_search` of every target at once: ``n_starts`` starts a target (target t has
+    starts t n .. t n + n - 1, each the start it would have alone), every start's population
+    simulated in one batch per generation (the targets share their SC), each candidate costed
+    against its own target: each target's search is the one it would get alone."""
     if state.has("search"):
         budget = state.load("search_progress")["cmaes"]["settings"]["max_generations"]
         if budget != settings.max_generations:
@@ -69,10 +84,17 @@ def simulator_search(
                 f"the search of this run finished under max_generations={budget}; its budget can change "
                 f"on resume only while the search is running (got {settings.max_generations})"
             )
-        return Candidates(**state.load("search"))
+        saved = state.load("search")
+        return [Candidates(**c) for c in (saved if isinstance(saved, list) else [saved])]
+    n_targets, total_starts = len(targets), n_starts * len(targets)
+
+    def target_of(keys: torch.Tensor) -> torch.Tensor:  # keys: MultiStartCMAES's sample ids
+        return (keys // settings.popsize) % total_starts // n_starts
+
     simulate = SimulatorObjective(
-        space, data, simulator, repeats=repeats, seed=seed, variant=variant, common_noise=True
-    )
+        space, targets[0] if n_targets == 1 else list(targets), simulator, repeats=repeats, seed=seed,
+        variant=variant, common_noise=True, target_of=None if n_targets == 1 else target_of,
+    )  # fmt: skip
     screened = None
     if prescreen is not None:
         if not settings.mu <= simulate_top <= settings.popsize:
@@ -84,7 +106,10 @@ def simulator_search(
             simulate, prescreen, group_size=settings.popsize, simulate_top=simulate_top
         )
     objective = simulate if screened is None else screened
-    searcher = MultiStartCMAES(objective, start_points(space, seed, range(n_starts)), settings, seed=seed)
+    # every target's starts are the starts a fit of it alone would have (points, samples and noise alike)
+    starts = start_points(space, seed, range(n_starts)).repeat(n_targets, 1)
+    ids = list(range(n_starts)) * n_targets
+    searcher = MultiStartCMAES(objective, starts, settings, seed=seed, start_ids=ids)
     counts = {"wall_s": 0.0, "simulations": 0, "evaluations": 0}
     if state.has("search_progress"):
         saved = state.load("search_progress")
@@ -117,33 +142,36 @@ def simulator_search(
         bar.update(1)
         bar.set_postfix(best=f"{best:.4f}", sims=counts["simulations"])
     bar.close()
-    kept = [b for per_start in searcher.history for b in per_start]
-    per_generation = np.full((searcher.generation, n_starts), np.nan)
-    for b in kept:
-        per_generation[b.generation - 1, b.start] = b.total
-    terms = {
-        k: np.array([b.terms.get(k, np.nan) for b in kept])
-        for k in ("fc_cost", "ks", "n_valid_fc", "n_valid_fcd")
-    }
-    candidates = Candidates(
-        theta=torch.stack([b.theta for b in kept]),
-        start=np.array([b.start + 1 for b in kept]),
-        generation=np.array([b.generation for b in kept]),
-        train=np.column_stack([terms["fc_cost"], terms["ks"], [b.total for b in kept]]),
-        per_generation=per_generation,
-        per_generation_label=f"best training total of the generation (R = {repeats})",
-        train_valid=np.minimum(terms["n_valid_fc"], terms["n_valid_fcd"]),
-    )
-    state.save("search", asdict(candidates))
+    found = []
+    for t in range(n_targets):
+        kept = [b for per_start in searcher.history for b in per_start if b.start // n_starts == t]
+        per_generation = np.full((searcher.generation, n_starts), np.nan)
+        for b in kept:
+            per_generation[b.generation - 1, b.start % n_starts] = b.total
+        terms = {
+            k: np.array([b.terms.get(k, np.nan) for b in kept])
+            for k in ("fc_cost", "ks", "n_valid_fc", "n_valid_fcd")
+        }
+        found.append(Candidates(
+            theta=torch.stack([b.theta for b in kept]),
+            start=np.array([b.start % n_starts + 1 for b in kept]),
+            generation=np.array([b.generation for b in kept]),
+            train=np.column_stack([terms["fc_cost"], terms["ks"], [b.total for b in kept]]),
+            per_generation=per_generation,
+            per_generation_label=f"best training total of the generation (R = {repeats})",
+            train_valid=np.minimum(terms["n_valid_fc"], terms["n_valid_fcd"]),
+        ))  # fmt: skip
+    state.save("search", asdict(found[0]) if n_targets == 1 else [asdict(c) for c in found])
+    of = "" if n_targets == 1 else f" for each of {n_targets} targets"
     state.record(
         "search",
         wall_s=counts["wall_s"],
         simulations=int(counts["simulations"]),
         evaluations=int(counts.get("evaluations", 0)),
-        note=f"{n_starts} starts, {searcher.generation} generations, population {settings.popsize}"
+        note=f"{n_starts} starts{of}, {searcher.generation} generations, population {settings.popsize}"
         + ("" if prescreen is None else f", the surrogate's best {simulate_top} per start simulated"),
     )
-    return candidates
+    return found
 
 
 def surrogate_search_stage(
@@ -310,3 +338,36 @@ def test_stage(
         note=f"{len(theta)} sets x {repeats} repeats in groups of {group_size}",
     )
     return means
+
+
+def bank_stage(state: RunState, rows: dict, stats, space, data, variant, *, top_k, diversity) -> Candidates:
+    """The bank's best ``top_k`` diverse rows for ``data``, costed from their stored statistics
+    (no simulation); their training costs are those estimates, at the bank's R."""
+    if state.has("search"):
+        return Candidates(**state.load("search"))
+    tic = time.perf_counter()
+    costs = cost_from_stats(stats, data.fc, data.fcd_cdf, variant, "fit")
+    usable = ((costs.n_valid_fc > 0) & (costs.n_valid_fcd > 0)).numpy()
+    ranked = np.where(usable, costs.total.numpy(), np.inf)  # (rows,)
+    order = np.argsort(ranked, kind="stable")[: 50 * top_k]  # the diversity rule walks down from the best
+    theta = torch.as_tensor(rows["theta"][order], dtype=torch.float64)
+    picked = order[choose_diverse(theta, ranked[order], space, k=top_k, threshold=diversity)]
+    if not len(picked):
+        raise FitError(f"no bank row has a valid repeat for both cost terms against {data.source}")
+    best = np.sort(ranked[np.isfinite(ranked)])[:200]
+    candidates = Candidates(
+        theta=torch.as_tensor(rows["theta"][picked], dtype=torch.float64),
+        start=rows["part"][picked] + 1,
+        generation=np.maximum(rows["generation"][picked], 0) + 1,
+        train=np.column_stack([costs.fc_cost.numpy(), costs.ks.numpy(), costs.total.numpy()])[picked],
+        per_generation=best[:, None],
+        per_generation_label=f"bank rows by cost from their statistics, best first (R = {stats.repeats})",
+        train_valid=np.minimum(costs.n_valid_fc.numpy(), costs.n_valid_fcd.numpy())[picked],
+    )
+    state.save("search", asdict(candidates))
+    state.record(
+        "bank",
+        wall_s=time.perf_counter() - tic,
+        note=f"{len(ranked)} bank rows costed from their statistics; the best {len(picked)} diverse kept",
+    )
+    return candidates

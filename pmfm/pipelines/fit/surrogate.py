@@ -12,8 +12,9 @@ from omegaconf import DictConfig
 from pmfm.datasets import load_dataset
 from pmfm.models import SurrogateModule
 from pmfm.params import ParamSpace
-from pmfm.pipelines.dataset import dataset_folder, make_dataset
+from pmfm.pipelines.dataset import make_dataset
 from pmfm.pipelines.fit.state import RunState
+from pmfm.pipelines.folders import dataset_folder
 from pmfm.pipelines.train import train_surrogate
 from pmfm.search.runner import dataset_starts
 

@@ -1,0 +1,228 @@
+"""Fit many targets in one run (``python -m pmfm.fit targets.path=<folder>``): each target gets the
+usual results folder, and ``targets.csv`` sets them side by side.
+
+- ``strategy=bank``: every bank row costed against each target from its stored statistics (no
+  simulation), the best few diverse rows re-simulated by the validation stage.
+- ``strategy=simulator``: Kong2021's CMA-ES for every target at once, all targets' populations
+  simulated in one batch per generation.
+
+Each target's protocol follows its runs' TR and length (pmfm.sim.protocol.protocol_for_run); where a
+target holds its ground truth (a synthetic subject), the table reports how well the fit recovers it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pmfm.cost import RepeatStats, combine_repeats, fcd_pair_count
+from pmfm.data import EmpiricalData, bundled_path
+from pmfm.data.targets import Target, find_targets, read_target
+from pmfm.datasets.bank import Bank, bank_stats, fingerprint
+from pmfm.evaluate import map_correlations
+from pmfm.pipelines.config import ConfigError, simulator_of, variant_of
+from pmfm.pipelines.fit import report, stages
+from pmfm.pipelines.fit.state import RunState
+from pmfm.pipelines.folders import dataset_folder
+from pmfm.search.cmaes import CMAESSettings
+from pmfm.sim.protocol import protocol_for_run
+from pmfm.sim.simulator import Simulator
+
+log = logging.getLogger(__name__)
+NOT_IDENTITY = ("test", "compare_to", "plot", "progress", "hydra")
+TABLE_COLUMNS = (
+    "target",
+    "vali_total",
+    "vali_se",
+    "simulations",
+    "wall_s",
+    "r_w",
+    "r_I",
+    "r_sigma",
+    "G_error",
+)
+
+
+@dataclasses.dataclass
+class Fitted:
+    """One target of the run: its data, where its results go, what its fit used."""
+
+    target: Target
+    simulator: Simulator  # its protocol follows the target's runs
+    train: EmpiricalData
+    vali: EmpiricalData
+    test: EmpiricalData | None
+    folder: Path
+    state: RunState
+
+
+def targets_of(cfg: DictConfig, protocol) -> list[Target]:
+    """``targets.path``'s targets, or the configured data folder as the one target (its runs as long
+    as the configured protocol's, unless its target.json says otherwise)."""
+    if cfg.targets.path:
+        return find_targets(cfg.targets.path)
+    target = read_target(cfg.data.path or bundled_path())
+    if target.source == "folder":
+        target = dataclasses.replace(target, n_tr=protocol.n_tr, tr_s=protocol.tr_s)
+    return [target]
+
+
+def fit_targets(cfg: DictConfig, out_dir: Path) -> float:
+    """Search, validation and test for every target; returns the mean best validation total."""
+    L.seed_everything(cfg.seed, workers=True)
+    state = RunState(out_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    if state.claim(
+        {k: v for k, v in resolved.items() if k not in NOT_IDENTITY},
+        ignore=[("strategy", "cmaes", "max_generations")],
+    ):
+        log.info("resuming the fit in %s", out_dir)
+    simulator, many = simulator_of(cfg), bool(cfg.targets.path)
+    variant = variant_of(cfg, simulator)
+    fits = []
+    for target in targets_of(cfg, simulator.protocol):
+        sim = dataclasses.replace(
+            simulator, protocol=protocol_for_run(target.n_tr, target.tr_s, simulator.protocol)
+        )
+        load = dict(window=variant.window, n_bins=variant.n_bins)
+        test = target.load("test", **load) if "test" in target.splits else None
+        folder = out_dir / target.name if many else out_dir
+        train, vali = target.load("train", **load), target.load(cfg.validation.split, **load)
+        fits.append(Fitted(target, sim, train, vali, test, folder, RunState(folder) if many else state))
+    space = simulator.param_space(fits[0].train)
+    for f in fits[1:]:
+        if not np.allclose(f.train.basis(), fits[0].train.basis()):
+            raise ConfigError(
+                f"{f.target.folder}: other covariates than {fits[0].target.folder}: fit them apart"
+            )
+    tic = time.perf_counter()
+    if cfg.strategy.name == "bank":
+        candidates = _bank_candidates(cfg, fits, simulator, variant, space)
+    else:
+        candidates = _search_candidates(cfg, state, fits, variant, space)
+    shared = {"wall_s": time.perf_counter() - tic}
+    rows = []
+    for f, found in zip(fits, candidates, strict=True):
+        rows.append(_validate_and_report(cfg, f, found, space, variant))
+    table = targets_table(out_dir, rows, state.summary(), len(fits), shared)
+    print(table)
+    print(f"run folder: {out_dir}")
+    return float(np.mean([r["vali_total"] for r in rows]))
+
+
+def _bank_candidates(cfg, fits, simulator, variant, space) -> list[stages.Candidates]:
+    bank = Bank(dataset_folder(cfg, simulator))
+    rows = bank.load()
+    stats = bank_stats(rows, fcd_pair_count(simulator.protocol.n_tr, variant.window))
+    out = []
+    for f in fits:
+        bank.check(fingerprint(f.train, f.simulator, variant), f"target {f.target.folder}")
+        out.append(stages.bank_stage(f.state, rows, stats, space, f.train, variant, top_k=cfg.strategy.top_k,
+                                     diversity=cfg.validation.diversity))  # fmt: skip
+    return out
+
+
+def _search_candidates(cfg, state, fits, variant, space) -> list[stages.Candidates]:
+    if cfg.strategy.name != "simulator":
+        raise ConfigError(f"strategy={cfg.strategy.name} fits one data folder; with targets.path use "
+                          "strategy=simulator or strategy=bank")  # fmt: skip
+    protocols = {f.simulator.protocol for f in fits}
+    if len(protocols) > 1:
+        raise ConfigError(
+            "targets of other TRs or run lengths are simulated apart: fit them in separate runs"
+        )
+    s = cfg.strategy
+    return stages.targets_search(
+        state, space, [f.train for f in fits], fits[0].simulator, variant, n_starts=s.n_starts,
+        repeats=s.repeats, settings=CMAESSettings(**{str(k): v for k, v in s.cmaes.items()}),
+        seed=int(cfg.seed), progress=cfg.progress,
+    )  # fmt: skip
+
+
+def _validate_and_report(cfg, f: Fitted, candidates, space, variant) -> dict:
+    """Validation, test and the usual outputs of one target; its row of the table."""
+    v, evaluator = cfg.validation, f.simulator.for_evaluation()
+    validation = stages.validation_stage(
+        f.state, candidates, space, f.vali, evaluator, variant,
+        repeats=v.repeats, seed=v.seed, top_k=v.top_k, diversity=v.diversity, progress=cfg.progress,
+    )  # fmt: skip
+    chosen = candidates.theta[validation["chosen"]]
+    test = None
+    if f.test is not None:
+        t = cfg.test
+        test = stages.test_stage(
+            f.state, chosen, space, f.test, evaluator, variant,
+            repeats=t.repeats, group_size=t.group_size, seed=t.seed, progress=cfg.progress,
+        )  # fmt: skip
+    results = report.fit_results(candidates, validation, test)
+    report.write_outputs(f.folder, results, candidates, validation, space, f.vali, variant, cfg.plot)
+    validity = report.chosen_validity(candidates, validation)
+    report.write_validity(f.folder, validity, cfg.strategy.get("repeats", 0), v.repeats)
+    summary = f.state.summary()
+    row = {
+        "target": f.target.name,
+        "vali_total": float(results.costs["vali"][0, 2]),
+        "vali_se": jackknife_se(validation, f.vali, variant),
+        "simulations": sum(e["simulations"] for e in summary.values()),
+        "wall_s": sum(e["wall_s"] for e in summary.values()),
+    }
+    return row | recovery(space, chosen[0], f.target)
+
+
+def jackknife_se(validation: dict, data, variant) -> float:
+    """The standard error of the best set's validation total, by the jackknife over its R repeats."""
+    best = RepeatStats(validation["best_fc"], validation["best_cdf"], validation["best_fc_valid"],
+                       validation["best_fcd_valid"])  # fmt: skip
+    r = len(best)
+    if r < 3:
+        return float("nan")
+    totals = []
+    for i in range(r):
+        keep = [j for j in range(r) if j != i]
+        sub = RepeatStats(best.fc[keep], best.cdf[keep], best.fc_valid[keep], best.fcd_valid[keep])
+        totals.append(float(combine_repeats(sub, data.fc, data.fcd_cdf, r - 1, variant, "fit").total[0]))
+    totals_ = np.asarray(totals)
+    return float(np.sqrt((r - 1) / r * ((totals_ - totals_.mean()) ** 2).sum()))
+
+
+def recovery(space, theta, target: Target) -> dict:
+    """Correlations of the fitted and true w, I and sigma maps and the error in G (NaN without truth)."""
+    if target.truth is None:
+        return dict.fromkeys(("r_w", "r_I", "r_sigma", "G_error"), float("nan"))
+    r = map_correlations(space, theta, target.truth)
+    return {
+        "r_w": r[0],
+        "r_I": r[1],
+        "r_sigma": r[2],
+        "G_error": abs(float(theta[6]) - float(target.truth[6])),
+    }
+
+
+def targets_table(out_dir: Path, rows: list[dict], summary: dict, n_targets: int, shared: dict) -> str:
+    """targets.csv and the printed table: one row per target, the run's totals below."""
+    lines = [",".join(TABLE_COLUMNS)]
+    lines += [",".join(r[c] if c == "target" else f"{r[c]:.6g}" for c in TABLE_COLUMNS) for r in rows]
+    (out_dir / "targets.csv").write_text("\n".join(lines) + "\n")
+    shared_sims = summary.get("search", {}).get("simulations", 0)
+    head = f"{'target':<22}{'validation total':>18}{'simulations':>13}{'wall (s)':>10}"
+    text = [head + "  recovery: r(w), r(I), r(sigma), |G error|"]
+    for r in rows:
+        sims = r["simulations"] + shared_sims // max(n_targets, 1)
+        total = f"{r['vali_total']:>10.4f} +- {r['vali_se']:.4f}"
+        line = f"{r['target']:<22}{total}{sims:>13}{r['wall_s']:>10.1f}"
+        if not np.isnan(r["r_w"]):
+            line += f"  {r['r_w']:.2f}, {r['r_I']:.2f}, {r['r_sigma']:.2f}, {r['G_error']:.2f}"
+        text.append(line)
+    mean = np.mean([r["vali_total"] for r in rows])
+    tail = (
+        f"{n_targets} targets: mean validation total {mean:.4f}; search or ranking {shared['wall_s']:.1f} s"
+    )
+    text.append(tail + (f", {shared_sims} simulations shared by all" if shared_sims else ""))
+    return "\n".join(text)

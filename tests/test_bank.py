@@ -1,0 +1,205 @@
+"""A bank of simulated statistics: made, appended to, resumed, refused for a foreign target, and
+ranked against many targets; the simulator strategy fits many targets in one batch per generation."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import compose_config, tiny_overrides
+from scipy.io import loadmat, savemat
+
+from pmfm.datasets.bank import Bank
+from pmfm.datasets.store import DatasetError, rows_checksum
+
+# a bank on the tiny data: 2 Sobol shards of 6, CMA-ES against 2 synthetic subjects (6 x 2 generations)
+SMALL = [
+    "dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
+    "dataset.cmaes.synthetic=2", "dataset.cmaes.synthetic_near_dataset=0",
+    "dataset.cmaes.synthetic_min_reliability=0", "dataset.cmaes.popsize=6", "dataset.cmaes.mu=2",
+    "dataset.cmaes.max_generations=2", "progress=false",
+]  # fmt: skip
+
+
+@pytest.fixture
+def tiny(tiny_folder):
+    """The tiny data with train and vali splits (the bank's own data, and a target)."""
+    cdf = loadmat(tiny_folder / "fcd_test.mat")["test_aveM"]
+    for split in ("train", "vali"):
+        shutil.copy(tiny_folder / "sc_test.csv", tiny_folder / f"sc_{split}.csv")
+        shutil.copy(tiny_folder / "fc_test.csv", tiny_folder / f"fc_{split}.csv")
+        savemat(tiny_folder / f"fcd_{split}.mat", {f"{split}_aveM": cdf})
+    return tiny_folder
+
+
+def _overrides(folder, bank, *extra):
+    base = [o for o in tiny_overrides(folder) if not o.startswith("data.split")]
+    return [*base, "data.split=train", f"dataset.folder={bank}", *SMALL, *extra]
+
+
+def _make(folder, bank, out, *extra):
+    from pmfm.pipelines.dataset import make_dataset
+
+    out.mkdir(parents=True, exist_ok=True)
+    return make_dataset(compose_config("generate", _overrides(folder, bank, *extra)), out)
+
+
+def test_bank_rows_carry_statistics_and_a_later_plan_appends_its_own_parts(tiny, tmp_path):
+    bank = tmp_path / "bank"
+    _make(tiny, bank, tmp_path / "run1")
+    first = Bank(bank).load()
+    assert len(first["sample_id"]) == 2 * 6 + 2 * 6 * 2  # Sobol, then 2 targets x 6 x 2 generations
+    assert first["fc_z"].shape == (len(first["sample_id"]), 28) and first["fc_z"].dtype == np.float16
+    assert first["fcd_levels"].shape[1] == 1000 and first["fcd_levels"].dtype == np.uint16
+    assert sorted({p.name.split("_")[0] for p in Bank(bank).parts()}) == ["cmaes", "sobol"]
+    _make(tiny, bank, tmp_path / "run1b")  # the same plan again: complete, nothing added
+    assert rows_checksum(Bank(bank).load()) == rows_checksum(first)
+    _make(tiny, bank, tmp_path / "run2", "dataset.seed=5", "dataset.cmaes.synthetic=0")  # another plan
+    both = Bank(bank).load()
+    assert len(both["sample_id"]) == len(first["sample_id"]) + 12
+    assert len(np.unique(both["sample_id"])) == len(both["sample_id"])  # ids unique across parts
+    assert len(Bank(bank).parts()) == 4
+
+
+def test_two_plans_appending_at_once_through_joblib(tiny, tmp_path):
+    bank = tmp_path / "bank"
+    plan = _overrides(tiny, bank, "dataset.cmaes.synthetic=0")
+    launch = ["hydra/launcher=joblib_local", "dataset.seed=1,2", f"hydra.sweep.dir={tmp_path}/sweep"]
+    args = [sys.executable, "-m", "pmfm.generate", "-m", *plan, *launch]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = Bank(bank).load()
+    assert len(Bank(bank).parts()) == 2 and len(rows["sample_id"]) == 2 * 12
+    assert not np.array_equal(rows["theta"][:12], rows["theta"][12:])  # two seeds, two sets of samples
+
+
+def test_kill_9_mid_bank_then_rerun_gives_the_uninterrupted_bank(tiny, tmp_path):
+    def cli(bank):
+        return [sys.executable, "-m", "pmfm.generate", *_overrides(tiny, bank), f"hydra.run.dir={bank}_run"]
+
+    reference = subprocess.run(cli(tmp_path / "ref"), capture_output=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr.decode()[-2000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(killed.glob("cmaes_*/shard_00000.partial/chunk_*.npz")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    complete = [json.loads((p / "manifest.json").read_text()).get("complete") for p in Bank(killed).parts()]
+    assert not all(complete), "killed too late to test a resume"
+    rerun = subprocess.run(cli(killed), capture_output=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    a, b = Bank(tmp_path / "ref").load(), Bank(killed).load()
+    assert rows_checksum(a) == rows_checksum(b)
+
+
+def test_a_target_of_another_sc_is_refused_naming_both(tiny, tmp_path):
+    bank = tmp_path / "bank"
+    _make(tiny, bank, tmp_path / "run", "dataset.cmaes.synthetic=0")
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    (other / "target.json").write_text(json.dumps({"tr_s": 0.72, "n_tr": 100, "source": "folder"}))
+    sc = np.loadtxt(other / "sc_train.csv", delimiter=",")
+    np.savetxt(other / "sc_train.csv", sc * 1.5, delimiter=",")
+    with pytest.raises(
+        DatasetError, match=f"bank.json: target {other} does not share the bank's sc .the bank's sc '"
+    ):
+        from pmfm.pipelines.fit.run import fit
+
+        cfg = compose_config("fit", [*_fit_overrides(tiny, bank), "strategy=bank", f"targets.path={other}"])
+        fit(cfg, tmp_path / "fit")
+
+
+def _fit_overrides(folder, bank):
+    base = [o for o in tiny_overrides(folder) if not o.startswith("data.split")]
+    return [*base, "data.split=train", f"dataset.folder={bank}", "validation.repeats=3", "validation.top_k=2",
+            "plot=false", "progress=false"]  # fmt: skip
+
+
+@pytest.fixture
+def subjects(tiny, tmp_path):
+    """Two tiny synthetic subjects (2 runs a split), a folder of targets with their truths."""
+    from pmfm.pipelines.config import load_data, simulator_of, variant_of
+    from pmfm.pipelines.targets import synthetic_subjects
+
+    cfg = compose_config("generate", _overrides(tiny, tmp_path / "unused"))
+    simulator = simulator_of(cfg)
+    variant = variant_of(cfg, simulator)
+    data = load_data(cfg.data, simulator, variant)
+    out = tmp_path / "subjects"
+    runs = {"train": 2, "vali": 2}
+    synthetic_subjects(2, out, data, simulator, variant, runs=runs, seed=99, from_dataset=0, progress=False)
+    return out
+
+
+def test_the_bank_is_ranked_against_every_target_without_simulating(tiny, subjects, tmp_path):
+    import torch
+
+    from pmfm.cost import KONG2021, fcd_pair_count
+    from pmfm.cost.stats import cost_from_stats
+    from pmfm.data.targets import find_targets
+    from pmfm.datasets.bank import bank_stats
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.results import read_results
+
+    bank = tmp_path / "bank"
+    _make(tiny, bank, tmp_path / "made")
+    cfg = compose_config("fit", [*_fit_overrides(tiny, bank), "strategy=bank", "strategy.top_k=3",
+                                 f"targets.path={subjects}"])  # fmt: skip
+    fit(cfg, tmp_path / "fit")
+    table = np.genfromtxt(
+        tmp_path / "fit" / "targets.csv", delimiter=",", names=True, dtype=None, encoding=None
+    )
+    assert list(table["target"]) == ["synthetic_000", "synthetic_001"]
+    assert np.isfinite(table["vali_total"]).all() and (table["vali_se"] > 0).all()
+    assert (np.abs(table["r_w"]) <= 1).all() and (table["G_error"] >= 0).all()  # the truths are known
+    assert (table["simulations"] == 3 * 3).all()  # top_k x validation R: the ranking simulated nothing
+    rows = Bank(bank).load()
+    stats = bank_stats(rows, fcd_pair_count(100, KONG2021.window))
+    for target in find_targets(subjects):
+        results = read_results(tmp_path / "fit" / target.name / "results.csv", cfg_space(tiny))
+        data = target.load("train")
+        costs = cost_from_stats(stats, data.fc, data.fcd_cdf)
+        for theta, train in zip(results.theta, results.costs["train"], strict=True):
+            row = np.flatnonzero((rows["theta"] == theta.numpy()).all(1))[0]  # a bank row, as it was stored
+            assert train[2] == pytest.approx(float(costs.total[row]), abs=1e-9)
+        best = torch.as_tensor(costs.total).min()
+        assert results.costs["train"][:, 2].min() == pytest.approx(float(best), abs=1e-9)
+
+
+def cfg_space(folder):
+    from pmfm.data import load_folder
+    from pmfm.params import ParamSpace
+
+    return ParamSpace(load_folder(folder, "train", n_tr=100).basis())
+
+
+def test_the_simulator_strategy_fits_every_target_in_one_batch_as_it_would_fit_each_alone(
+    subjects, tiny, tmp_path
+):
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.results import read_results
+
+    search = ["strategy=simulator", "strategy.n_starts=2", "strategy.repeats=2", "strategy.cmaes.popsize=6",
+              "strategy.cmaes.mu=2", "strategy.cmaes.max_generations=2"]  # fmt: skip
+    together = compose_config(
+        "fit", [*_fit_overrides(tiny, tmp_path / "b"), *search, f"targets.path={subjects}"]
+    )
+    fit(together, tmp_path / "together")
+    summary = json.loads((tmp_path / "together" / "state" / "summary.json").read_text())
+    assert summary["search"]["simulations"] == 2 * 2 * 6 * 2 * 2  # targets x starts x population x R x gens
+    alone = compose_config("fit", [*_fit_overrides(tiny, tmp_path / "b"), *search,
+                                   f"targets.path={subjects / 'synthetic_001'}"])  # fmt: skip
+    fit(alone, tmp_path / "alone")
+    space = cfg_space(tiny)
+    batched = read_results(tmp_path / "together" / "synthetic_001" / "results.csv", space)
+    single = read_results(tmp_path / "alone" / "synthetic_001" / "results.csv", space)  # a folder per target
+    # batch-invariant simulations and the same starts and noise: the same search, the same chosen sets
+    np.testing.assert_array_equal(batched.theta.numpy(), single.theta.numpy())
+    np.testing.assert_array_equal(batched.costs["train"], single.costs["train"])
