@@ -51,8 +51,11 @@ def _make(folder, bank, out, *extra):
 
 def test_bank_rows_carry_statistics_and_a_later_plan_appends_its_own_parts(tiny, tmp_path):
     bank = tmp_path / "bank"
-    _make(tiny, bank, tmp_path / "run1")
+    made = _make(tiny, bank, tmp_path / "run1")
     first = Bank(bank).load()
+    check = made["stats_check"]  # every row against its own part's target: stats vs exact cost
+    assert check["rows"] == len(first["sample_id"])
+    assert max(check[k] for k in ("total", "fc_cost", "ks")) <= 0.002
     assert len(first["sample_id"]) == 2 * 6 + 2 * 6 * 2  # Sobol, then 2 targets x 6 x 2 generations
     assert first["fc_z"].shape == (len(first["sample_id"]), 28) and first["fc_z"].dtype == np.float16
     assert first["fcd_levels"].shape[1] == 1000 and first["fcd_levels"].dtype == np.uint16
@@ -66,16 +69,26 @@ def test_bank_rows_carry_statistics_and_a_later_plan_appends_its_own_parts(tiny,
     assert len(Bank(bank).parts()) == 4
 
 
-def test_two_plans_appending_at_once_through_joblib(tiny, tmp_path):
+def test_two_plans_appending_at_once_as_joblib_shards(tiny, tmp_path):
+    """Four jobs at once: two plans (seeds), each filling its first Sobol shard and its CMA-ES run
+    against the first of the bank's synthetic subjects, which every job needs and makes at once."""
     bank = tmp_path / "bank"
-    plan = _overrides(tiny, bank, "dataset.cmaes.synthetic=0")
-    launch = ["hydra/launcher=joblib_local", "dataset.seed=1,2", f"hydra.sweep.dir={tmp_path}/sweep"]
-    args = [sys.executable, "-m", "pmfm.generate", "-m", *plan, *launch]
+    launch = [
+        "hydra/launcher=joblib_local", "hydra.launcher.n_jobs=4", "dataset.seed=1,2",
+        "dataset.shard_index=0,2", f"hydra.sweep.dir={tmp_path}/sweep",
+    ]  # fmt: skip
+    args = [sys.executable, "-m", "pmfm.generate", "-m", *_overrides(tiny, bank), *launch]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = Bank(bank).load()
-    assert len(Bank(bank).parts()) == 2 and len(rows["sample_id"]) == 2 * 12
-    assert not np.array_equal(rows["theta"][:12], rows["theta"][12:])  # two seeds, two sets of samples
+    parts = [p.name.rsplit("_", 1)[0] for p in Bank(bank).parts()]
+    assert sorted(parts) == ["cmaes_synthetic_000"] * 2 + ["sobol"] * 2
+    assert len(rows["sample_id"]) == 2 * 6 + 2 * 6 * 2 and len(np.unique(rows["sample_id"])) == 36
+    sobol = [rows["theta"][rows["part"] == i] for i, name in enumerate(parts) if name == "sobol"]
+    assert not np.array_equal(*sobol)  # two seeds, two sets of samples
+    subjects = bank / "targets" / "seed7001"
+    assert sorted(p.name for p in subjects.parent.iterdir()) == ["seed7001"]  # no staging left behind
+    assert sorted(p.name for p in subjects.iterdir()) == ["synthetic_000", "synthetic_001"]
 
 
 def test_kill_9_mid_bank_then_rerun_gives_the_uninterrupted_bank(tiny, tmp_path):
@@ -145,6 +158,8 @@ def test_the_bank_is_ranked_against_every_target_without_simulating(tiny, subjec
     from pmfm.cost.stats import cost_from_stats
     from pmfm.data.targets import find_targets
     from pmfm.datasets.bank import bank_stats
+    from pmfm.evaluate import validate
+    from pmfm.pipelines.config import simulator_of
     from pmfm.pipelines.fit.run import fit
     from pmfm.pipelines.results import read_results
 
@@ -153,6 +168,7 @@ def test_the_bank_is_ranked_against_every_target_without_simulating(tiny, subjec
     cfg = compose_config("fit", [*_fit_overrides(tiny, bank), "strategy=bank", "strategy.top_k=3",
                                  f"targets.path={subjects}"])  # fmt: skip
     fit(cfg, tmp_path / "fit")
+    simulator = simulator_of(cfg).for_evaluation()
     table = np.genfromtxt(
         tmp_path / "fit" / "targets.csv", delimiter=",", names=True, dtype=None, encoding=None
     )
@@ -171,6 +187,12 @@ def test_the_bank_is_ranked_against_every_target_without_simulating(tiny, subjec
             assert train[2] == pytest.approx(float(costs.total[row]), abs=1e-9)
         best = torch.as_tensor(costs.total).min()
         assert results.costs["train"][:, 2].min() == pytest.approx(float(best), abs=1e-9)
+        # the truth's reference total: the truth itself through the validation stage's R and noise
+        vali = target.load("vali")
+        theta = torch.as_tensor(target.truth)[None]
+        truth = validate(theta, cfg_space(tiny), vali, simulator, repeats=3, seed=cfg.validation.seed)
+        got = table["truth_total"][list(table["target"]).index(target.name)]
+        assert got == pytest.approx(float(truth.costs.total[0]), abs=1e-6)  # targets.csv: 6 digits
 
 
 def cfg_space(folder):

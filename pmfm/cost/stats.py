@@ -29,7 +29,7 @@ class SetStats:
     """Per parameter set, what its cost against any target needs; tensors on CPU."""
 
     fc_z: Tensor  # (S, E) float16 atanh of the mean FC over the FC-valid repeats (0 where none)
-    fcd_levels: Tensor  # (S, L) int32 bin at which the mean FCD CDF reaches level (l + 1/2) / L of its total
+    fcd_levels: Tensor  # (S, L) int32 (uint16 on disk): bin where the mean CDF reaches (l + 1/2) / L
     n_valid_fc: Tensor  # (S,) int64 repeats that entered the FC terms
     n_valid_fcd: Tensor  # (S,) int64 repeats that entered the KS term
     fcd_total: int  # window pairs of a valid repeat's FCD (the CDF's final count)

@@ -11,15 +11,20 @@ dataset.shard_index=0,1,...`` with the joblib or SLURM launcher); a rerun skips 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 
+from pmfm.cost import fcd_pair_count
+from pmfm.cost.stats import cost_from_stats
 from pmfm.data import EmpiricalData
 from pmfm.data.targets import find_targets
-from pmfm.datasets.bank import Bank, fingerprint
-from pmfm.datasets.store import ShardStore
+from pmfm.datasets.bank import Bank, bank_stats, fingerprint
+from pmfm.datasets.store import ShardStore, load_dataset
 from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
 from pmfm.pipelines.folders import dataset_folder
 from pmfm.pipelines.generation import DatasetSpec, Generator, config_hash
@@ -68,20 +73,31 @@ def _part(bank: Bank, spec: DatasetSpec, data, simulator, variant, space) -> Par
 
 def bank_targets(cfg: DictConfig, folder: Path, data, simulator, variant) -> list:
     """The targets of the bank's CMA-ES runs: ``dataset.cmaes.targets``, or synthetic subjects made
-    on ``data``'s SC into ``<bank>/targets`` with ``dataset.cmaes.synthetic_seed`` (4 + 4 runs each,
-    redrawn while their FC is mostly noise; made once, reused on resume)."""
+    on ``data``'s SC into ``<bank>/targets/seed<synthetic_seed>`` (4 + 4 runs each, redrawn while
+    their FC is mostly noise). Subject k depends only on the seed and k, so each is made once: in a
+    private folder, then moved in unless a run beside this one moved it first."""
     c = cfg.dataset.cmaes
     if c.targets:
         return find_targets(c.targets)
     if c.synthetic < 1:
         return []
-    made = folder / "targets"
-    if len(find_targets(made) if made.is_dir() else []) < c.synthetic:
+    made = folder / "targets" / f"seed{c.synthetic_seed}"
+    have = {t.name for t in find_targets(made)} if made.is_dir() else set()
+    if len(have) < c.synthetic:
+        staging = made.parent / f".staging_{os.getpid()}"
         synthetic_subjects(
-            c.synthetic, made, data, simulator, variant, runs={"train": 4, "vali": 4}, seed=c.synthetic_seed,
-            from_dataset=c.synthetic_near_dataset, min_reliability=c.synthetic_min_reliability, max_draws=30,
-            overwrite=True, progress=cfg.get("progress", True),
+            c.synthetic, staging, data, simulator, variant, runs={"train": 4, "vali": 4},
+            seed=c.synthetic_seed, from_dataset=c.synthetic_near_dataset,
+            min_reliability=c.synthetic_min_reliability, max_draws=30, overwrite=True,
+            progress=cfg.get("progress", True), skip=sorted(have),
         )  # fmt: skip
+        made.mkdir(parents=True, exist_ok=True)
+        for subject in sorted(p for p in staging.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                os.rename(subject, made / subject.name)
+            except OSError:  # another run moved the same subject in first
+                pass
+        shutil.rmtree(staging, ignore_errors=True)
     return find_targets(made)[: c.synthetic]
 
 
@@ -109,10 +125,33 @@ def make_bank(cfg: DictConfig, out_dir: Path) -> dict:
             generator.run(shard)
             made["simulations"] += generator.progress.simulations
             made["seconds"] += generator.progress.seconds
-    summary = bank_summary(bank, made)
+    check = stats_check(parts, simulator, variant)
+    shown = ", ".join(f"{key} {value:.5f}" for key, value in check.items() if key != "rows")
+    summary = bank_summary(bank, made) + (
+        f"\n  cost from stored statistics vs the simulations' own, {check['rows']} rows: "
+        f"max |difference| {shown}"
+    )
     print(summary)
     (out_dir / "bank_summary.txt").write_text(summary + "\n")
-    return {"folder": str(bank.folder), **made}
+    return {"folder": str(bank.folder), **made, "stats_check": check}
+
+
+def stats_check(parts: list[Part], simulator, variant) -> dict:
+    """Each part's rows costed from their stored statistics against the part's own target, beside
+    the cost its simulations gave (stored with them): the largest difference per term, and rows."""
+    diffs = {"total": 0.0, "fc_cost": 0.0, "ks": 0.0}
+    n_rows = 0
+    fcd_total = fcd_pair_count(simulator.protocol.n_tr, variant.window)
+    for part in parts:
+        rows = load_dataset(part.folder) if ShardStore(part.folder).read_manifest() else {}
+        if not len(rows.get("sample_id", ())):
+            continue
+        costs = cost_from_stats(bank_stats(rows, fcd_total), part.data.fc, part.data.fcd_cdf, variant, "fit")
+        for key in diffs:
+            diff = np.abs(getattr(costs, key).numpy() - rows[key])
+            diffs[key] = max(diffs[key], float(np.nanmax(diff, initial=0.0)))
+        n_rows += len(rows["sample_id"])
+    return diffs | {"rows": n_rows}
 
 
 def _simulations(spec: DatasetSpec) -> int:
@@ -137,8 +176,10 @@ def bank_summary(bank: Bank, made: dict) -> str:
         total += rows
         done = f"{counts.get('shards_complete', 0)}/{counts.get('shards_total', '?')} shards"
         lines.append(f"  {part.name:<40} {rows:>7} rows  {done}")
-    rate = made["simulations"] / made["seconds"] if made["seconds"] else float("nan")
-    lines.append(
-        f"  {total} rows in all; this run: {made['simulations']} simulations, {rate:.2f} simulations/s"
-    )
+    if made["simulations"]:
+        rate = made["simulations"] / made["seconds"]
+        run = f"this run: {made['simulations']} simulations, {rate:.2f} simulations/s"
+    else:
+        run = "this run: nothing to simulate, every shard was complete"
+    lines.append(f"  {total} rows in all; {run}")
     return "\n".join(lines)

@@ -454,8 +454,10 @@ def synthetic_subjects(
     rounded: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    skip: Sequence[str] = (),
 ) -> list[MadeTarget]:
-    """``count`` synthetic subjects ``synthetic_000``, ... in ``out`` (see the module docstring).
+    """``count`` synthetic subjects ``synthetic_000``, ... in ``out`` (see the module docstring),
+    but for those named in ``skip`` (made already: subject k depends only on ``seed`` and k).
 
     Each is simulated on ``data``'s SC with ``simulator`` (its protocol: TR and TRs of every run),
     ``runs[split]`` runs a split, and averaged as BOLD runs are; the folder gets the truth
@@ -473,17 +475,18 @@ def synthetic_subjects(
     n_runs = sum(counts.values())
     width = max(3, len(str(count - 1)))
     names = [f"synthetic_{k:0{width}d}" for k in range(count)]
-    refuse_existing(out, names, overwrite)
+    todo = [k for k in range(count) if names[k] not in set(skip)]
+    refuse_existing(out, [names[k] for k in todo], overwrite)
     space = simulator.param_space(data)
-    needed = any(near_dataset(k, from_dataset) is not None for k in range(count))
+    needed = any(near_dataset(k, from_dataset) is not None for k in todo)
     bases = dataset_bases(space, dataset, simulator.circuit) if needed else []
-    truths = {k: draw_truth(k, space, seed, bases, from_dataset, step) for k in range(count)}
+    truths = {k: draw_truth(k, space, seed, bases, from_dataset, step) for k in todo}
     noise_seed = NOISE_SEED_BASE + seed
     per_chunk = max(1, sims_per_chunk(simulator, space.n_regions, variant.n_bins) // n_runs)
     out.mkdir(parents=True, exist_ok=True)
     made: dict[int, MadeTarget] = {}
-    pending = list(range(count))
-    with progress_bar(count * n_runs, "synthetic", enabled=progress) as bar:
+    pending = list(todo)
+    with progress_bar(len(todo) * n_runs, "synthetic", enabled=progress) as bar:
         while pending:
             chunk, pending = pending[:per_chunk], pending[per_chunk:]
             theta = torch.as_tensor(np.stack([truths[k].theta for k in chunk]))  # (C, P)
@@ -508,7 +511,7 @@ def synthetic_subjects(
                 truths[k] = draw_truth(k, space, seed, bases, from_dataset, step, truths[k].draw + 1)
                 bar.total += n_runs
                 pending.append(k)
-    return [made[k] for k in range(count)]
+    return [made[k] for k in todo]
 
 
 def _synthetic_subject(

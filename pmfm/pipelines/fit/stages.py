@@ -281,7 +281,7 @@ def validation_stage(
             f"(R = {repeats}): nothing to choose. A longer search (more starts or generations) or "
             "another seed usually finds valid sets."
         )
-    if len(chosen) < top_k:
+    if len(chosen) < min(top_k, len(ranked)):  # fewer candidates than top_k is no news
         log.warning(
             "validation: %d of %d candidates were valid in some repeat for both terms; %d chosen, not %d",
             int(usable.sum()), len(usable), len(chosen), top_k,
@@ -338,6 +338,21 @@ def test_stage(
         note=f"{len(theta)} sets x {repeats} repeats in groups of {group_size}",
     )
     return means
+
+
+def truth_stage(state: RunState, truth, space, data, simulator, variant, *, repeats, seed) -> float:
+    """A synthetic target's own truth at the validation stage's R and noise: the total a perfect fit
+    would score there (not 0: the subject's runs had other noise)."""
+    if state.has("truth"):
+        return float(state.load("truth"))
+    tic = time.perf_counter()
+    theta = torch.as_tensor(np.asarray(truth, dtype=np.float64)[None])  # (1, P)
+    costs = validate(theta, space, data, simulator, repeats=repeats, seed=seed, variant=variant).costs
+    total = float(costs.total[0])
+    state.save("truth", total)
+    note = f"the truth at R={repeats} with the validation noise (a reference, not a fit)"
+    state.record("truth", wall_s=time.perf_counter() - tic, simulations=repeats, note=note)
+    return total
 
 
 def bank_stage(state: RunState, rows: dict, stats, space, data, variant, *, top_k, diversity) -> Candidates:

@@ -40,6 +40,7 @@ TABLE_COLUMNS = (
     "target",
     "vali_total",
     "vali_se",
+    "truth_total",
     "simulations",
     "wall_s",
     "r_w",
@@ -165,13 +166,19 @@ def _validate_and_report(cfg, f: Fitted, candidates, space, variant) -> dict:
     report.write_outputs(f.folder, results, candidates, validation, space, f.vali, variant, cfg.plot)
     validity = report.chosen_validity(candidates, validation)
     report.write_validity(f.folder, validity, cfg.strategy.get("repeats", 0), v.repeats)
+    truth = f.target.truth
+    if truth is not None:
+        truth = stages.truth_stage(
+            f.state, truth, space, f.vali, evaluator, variant, repeats=v.repeats, seed=v.seed
+        )
     summary = f.state.summary()
     row = {
         "target": f.target.name,
         "vali_total": float(results.costs["vali"][0, 2]),
         "vali_se": jackknife_se(validation, f.vali, variant),
-        "simulations": sum(e["simulations"] for e in summary.values()),
-        "wall_s": sum(e["wall_s"] for e in summary.values()),
+        "truth_total": float("nan") if truth is None else truth,
+        "simulations": sum(e["simulations"] for k, e in summary.items() if k != "truth"),  # the fit's
+        "wall_s": sum(e["wall_s"] for k, e in summary.items() if k != "truth"),
     }
     return row | recovery(space, chosen[0], f.target)
 
@@ -207,16 +214,17 @@ def recovery(space, theta, target: Target) -> dict:
 
 def targets_table(out_dir: Path, rows: list[dict], summary: dict, n_targets: int, shared: dict) -> str:
     """targets.csv and the printed table: one row per target, the run's totals below."""
+    shared_sims = summary.get("search", {}).get("simulations", 0)  # the batched search's, split evenly
+    rows = [r | {"simulations": r["simulations"] + shared_sims // max(n_targets, 1)} for r in rows]
     lines = [",".join(TABLE_COLUMNS)]
     lines += [",".join(r[c] if c == "target" else f"{r[c]:.6g}" for c in TABLE_COLUMNS) for r in rows]
     (out_dir / "targets.csv").write_text("\n".join(lines) + "\n")
-    shared_sims = summary.get("search", {}).get("simulations", 0)
-    head = f"{'target':<22}{'validation total':>18}{'simulations':>13}{'wall (s)':>10}"
+    head = f"{'target':<22}{'validation total':>18}{'truth':>8}{'simulations':>13}{'wall (s)':>10}"
     text = [head + "  recovery: r(w), r(I), r(sigma), |G error|"]
     for r in rows:
-        sims = r["simulations"] + shared_sims // max(n_targets, 1)
         total = f"{r['vali_total']:>10.4f} +- {r['vali_se']:.4f}"
-        line = f"{r['target']:<22}{total}{sims:>13}{r['wall_s']:>10.1f}"
+        truth = "" if np.isnan(r["truth_total"]) else f"{r['truth_total']:.4f}"
+        line = f"{r['target']:<22}{total}{truth:>8}{r['simulations']:>13}{r['wall_s']:>10.1f}"
         if not np.isnan(r["r_w"]):
             line += f"  {r['r_w']:.2f}, {r['r_I']:.2f}, {r['r_sigma']:.2f}, {r['G_error']:.2f}"
         text.append(line)
