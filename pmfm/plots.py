@@ -143,3 +143,22 @@ def plot_maps(w: np.ndarray, i_map: np.ndarray, sigma: np.ndarray, g: float, nam
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_targets(names, totals: np.ndarray, se: np.ndarray, truth: np.ndarray, path: Path, labels) -> Path:
+    """Validation totals (F, T) +- SE of F fits of the same T targets, with each truth's own total."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4))
+    x = np.arange(len(names))
+    width = 0.8 / len(totals)
+    for k, (t, s, label) in enumerate(zip(totals, se, labels, strict=True)):
+        ax.errorbar(x + (k - (len(totals) - 1) / 2) * width, t, yerr=2 * s, fmt="o", capsize=3, label=label)
+    if np.isfinite(truth).any():
+        ax.scatter(x, truth, marker="_", s=400, color="k", label="the truth's own total")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_ylabel("validation total (R = 20), +- 2 SE")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -225,3 +225,28 @@ def test_the_simulator_strategy_fits_every_target_in_one_batch_as_it_would_fit_e
     # batch-invariant simulations and the same starts and noise: the same search, the same chosen sets
     np.testing.assert_array_equal(batched.theta.numpy(), single.theta.numpy())
     np.testing.assert_array_equal(batched.costs["train"], single.costs["train"])
+
+
+def test_compare_to_sets_two_many_target_fits_side_by_side(tmp_path):
+    from pmfm.pipelines.fit.targets import TABLE_COLUMNS, compare_targets
+
+    def table(folder, rows):
+        folder.mkdir()
+        lines = [",".join(TABLE_COLUMNS)] + [",".join(str(v) for v in row) for row in rows]
+        (folder / "targets.csv").write_text("\n".join(lines) + "\n")
+
+    nan = float("nan")
+    table(
+        tmp_path / "bank",
+        [("a", 1.0, 0.03, nan, 100, 9, nan, nan, nan, nan), ("b", 0.5, 0.0, 0.4, 100, 9, 0, 0, 0, 0)],
+    )
+    table(
+        tmp_path / "sim",
+        [("b", 0.3, 0.0, 0.4, 500, 90, 0, 0, 0, 0), ("a", 0.9, 0.04, nan, 500, 90, nan, nan, nan, nan)],
+    )
+    text = compare_targets(tmp_path / "bank", tmp_path / "sim", "bank", plot=True)
+    assert "mean difference (this - compare_to) +0.1500 +- 0.0500 (SE over 2 targets)" in text
+    assert "simulations 200 against 1000" in text
+    rows = (tmp_path / "bank" / "comparison.csv").read_text().split()
+    assert rows[1] == "a,1,0.03,0.9,0.04,2" and rows[2].endswith(",nan")  # 0.1 / hypot(0.03, 0.04); SE 0
+    assert (tmp_path / "bank" / "targets.png").stat().st_size > 10_000

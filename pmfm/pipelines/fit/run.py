@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pmfm.data import DataError, load
 from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
 from pmfm.pipelines.fit import report, stages
-from pmfm.pipelines.fit.state import RunState
+from pmfm.pipelines.fit.state import NOT_IDENTITY, RunState
 from pmfm.pipelines.fit.surrogate import prepare_surrogate, search_starts
 from pmfm.pipelines.fit.targets import fit_targets
 from pmfm.search.cmaes import CMAESSettings
@@ -26,7 +26,6 @@ from pmfm.search.runner import SearchSettings
 from pmfm.search.surrogate import SurrogateObjective, SurrogateScore
 
 log = logging.getLogger(__name__)
-NOT_IDENTITY = ("test", "compare_to", "plot", "progress", "hydra")  # may change when a fit is resumed
 STRATEGIES = ("simulator", "surrogate", "prescreen", "bank")
 
 

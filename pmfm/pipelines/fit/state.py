@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+NOT_IDENTITY = ("test", "compare_to", "plot", "progress", "hydra")  # config keys a resumed fit may change
+
 
 class StateError(RuntimeError):
     """The run folder was started with other settings (or its state is unreadable)."""

@@ -28,14 +28,14 @@ from pmfm.datasets.bank import Bank, bank_stats, fingerprint
 from pmfm.evaluate import map_correlations
 from pmfm.pipelines.config import ConfigError, simulator_of, variant_of
 from pmfm.pipelines.fit import report, stages
-from pmfm.pipelines.fit.state import RunState
+from pmfm.pipelines.fit.state import NOT_IDENTITY, RunState
 from pmfm.pipelines.folders import dataset_folder
+from pmfm.plots import plot_targets
 from pmfm.search.cmaes import CMAESSettings
 from pmfm.sim.protocol import protocol_for_run
 from pmfm.sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
-NOT_IDENTITY = ("test", "compare_to", "plot", "progress", "hydra")
 TABLE_COLUMNS = (
     "target",
     "vali_total",
@@ -114,6 +114,10 @@ def fit_targets(cfg: DictConfig, out_dir: Path) -> float:
         rows.append(_validate_and_report(cfg, f, found, space, variant))
     table = targets_table(out_dir, rows, state.summary(), len(fits), shared)
     print(table)
+    if cfg.compare_to:
+        print(compare_targets(out_dir, Path(cfg.compare_to), cfg.strategy.name, cfg.plot))
+    elif cfg.plot:
+        _plot(out_dir, [r["target"] for r in rows], [rows], [cfg.strategy.name])
     print(f"run folder: {out_dir}")
     return float(np.mean([r["vali_total"] for r in rows]))
 
@@ -166,17 +170,17 @@ def _validate_and_report(cfg, f: Fitted, candidates, space, variant) -> dict:
     report.write_outputs(f.folder, results, candidates, validation, space, f.vali, variant, cfg.plot)
     validity = report.chosen_validity(candidates, validation)
     report.write_validity(f.folder, validity, cfg.strategy.get("repeats", 0), v.repeats)
-    truth = f.target.truth
-    if truth is not None:
-        truth = stages.truth_stage(
-            f.state, truth, space, f.vali, evaluator, variant, repeats=v.repeats, seed=v.seed
+    truth_total = float("nan")  # the truth's own validation total, for a synthetic subject
+    if f.target.truth is not None:
+        truth_total = stages.truth_stage(
+            f.state, f.target.truth, space, f.vali, evaluator, variant, repeats=v.repeats, seed=v.seed
         )
     summary = f.state.summary()
     row = {
         "target": f.target.name,
         "vali_total": float(results.costs["vali"][0, 2]),
         "vali_se": jackknife_se(validation, f.vali, variant),
-        "truth_total": float("nan") if truth is None else truth,
+        "truth_total": truth_total,
         "simulations": sum(e["simulations"] for k, e in summary.items() if k != "truth"),  # the fit's
         "wall_s": sum(e["wall_s"] for k, e in summary.items() if k != "truth"),
     }
@@ -234,3 +238,61 @@ def targets_table(out_dir: Path, rows: list[dict], summary: dict, n_targets: int
     )
     text.append(tail + (f", {shared_sims} simulations shared by all" if shared_sims else ""))
     return "\n".join(text)
+
+
+def read_table(folder: Path) -> list[dict]:
+    """The rows of ``folder/targets.csv`` (a many-target fit's table)."""
+    path = folder / "targets.csv"
+    if not path.is_file():
+        raise ConfigError(f"compare_to={folder}: no targets.csv there (a fit run with targets.path=)")
+    header, *lines = path.read_text().split()
+    keys = header.split(",")
+    return [
+        {k: v if k == "target" else float(v) for k, v in zip(keys, line.split(","), strict=True)}
+        for line in lines
+    ]
+
+
+def compare_targets(out_dir: Path, other: Path, strategy: str, plot: bool) -> str:
+    """This run's table beside ``other``'s on their common targets: the difference of the validation
+    totals in units of its SE, and the simulations each spent; comparison.csv (and .png)."""
+    mine = {r["target"]: r for r in read_table(out_dir)}
+    theirs = {r["target"]: r for r in read_table(other)}
+    names = [n for n in mine if n in theirs]
+    if not names:
+        raise ConfigError(f"compare_to={other}: no target in common with this run")
+    head = f"{'target':<22}{'this run':>18}{'compare_to':>18}{'diff / SE':>10}{'sims':>8}{'theirs':>8}"
+    text, lines = [f"against {other}:", head], ["target,this_total,this_se,their_total,their_se,diff_se"]
+    diffs = []
+    for n in names:
+        a, b = mine[n], theirs[n]
+        se = float(np.hypot(a["vali_se"], b["vali_se"]))
+        diff = (a["vali_total"] - b["vali_total"]) / se if se > 0 else float("nan")
+        diffs.append(a["vali_total"] - b["vali_total"])
+        text.append(
+            f"{n:<22}{a['vali_total']:>10.4f} +- {a['vali_se']:.4f}{b['vali_total']:>10.4f} +- "
+            f"{b['vali_se']:.4f}{diff:>10.1f}{int(a['simulations']):>8}{int(b['simulations']):>8}"
+        )
+        lines.append(
+            f"{n},{a['vali_total']:.6g},{a['vali_se']:.6g},{b['vali_total']:.6g},{b['vali_se']:.6g},{diff:.4g}"
+        )
+    d = np.asarray(diffs)
+    se_mean = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    sims = [int(sum(fit[n]["simulations"] for n in names)) for fit in (mine, theirs)]
+    text.append(
+        f"mean difference (this - compare_to) {d.mean():+.4f} +- {se_mean:.4f} (SE over {len(d)} targets); "
+        f"simulations {sims[0]} against {sims[1]}"
+    )
+    (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    if plot:
+        both = [[mine[n] for n in names], [theirs[n] for n in names]]
+        _plot(out_dir, names, both, [strategy, other.name])
+    return "\n".join(text)
+
+
+def _plot(out_dir: Path, names: list[str], fits: list[list[dict]], labels: list[str]) -> None:
+    def column(key):
+        return np.asarray([[r[key] for r in rows] for rows in fits], dtype=np.float64)  # (F, T)
+
+    totals, se, truth = column("vali_total"), column("vali_se"), column("truth_total")[0]
+    plot_targets(names, totals, se, truth, out_dir / "targets.png", labels)
