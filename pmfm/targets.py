@@ -7,7 +7,7 @@
 
 Each target folder holds sc_/fc_/fcd_<split> files, the covariates and target.json (TR, run length,
 the runs averaged); a synthetic subject also truth.csv and truth_maps.csv. Fit them with
-``python -m pmfm.fit data=folder data.path=<target folder>``.
+``python -m pmfm.fit targets.path=<folder>`` (each at its runs' TR and length).
 """
 
 import hydra

@@ -156,6 +156,7 @@ def test_the_bank_is_ranked_against_every_target_without_simulating(tiny, subjec
 
     from pmfm.cost import KONG2021, fcd_pair_count
     from pmfm.cost.stats import cost_from_stats
+    from pmfm.data import load_folder
     from pmfm.data.targets import find_targets
     from pmfm.datasets.bank import bank_stats
     from pmfm.evaluate import validate
@@ -193,6 +194,14 @@ def test_the_bank_is_ranked_against_every_target_without_simulating(tiny, subjec
         truth = validate(theta, cfg_space(tiny), vali, simulator, repeats=3, seed=cfg.validation.seed)
         got = table["truth_total"][list(table["target"]).index(target.name)]
         assert got == pytest.approx(float(truth.costs.total[0]), abs=1e-6)  # targets.csv: 6 digits
+    # no targets.path: the data config's folder is the one target, its results in the run folder
+    single = compose_config("fit", [*_fit_overrides(tiny, bank), "strategy=bank", "strategy.top_k=3"])
+    fit(single, tmp_path / "single")
+    results = read_results(tmp_path / "single" / "results.csv", cfg_space(tiny))
+    data = load_folder(tiny, "train", n_tr=100)
+    best = float(cost_from_stats(stats, data.fc, data.fcd_cdf).total.min())
+    assert results.costs["train"][:, 2].min() == pytest.approx(best, abs=1e-9)
+    assert json.loads((tmp_path / "single" / "summary.json").read_text())["strategy"] == "bank"
 
 
 def cfg_space(folder):
@@ -250,3 +259,40 @@ def test_compare_to_sets_two_many_target_fits_side_by_side(tmp_path):
     rows = (tmp_path / "bank" / "comparison.csv").read_text().split()
     assert rows[1] == "a,1,0.03,0.9,0.04,2" and rows[2].endswith(",nan")  # 0.1 / hypot(0.03, 0.04); SE 0
     assert (tmp_path / "bank" / "targets.png").stat().st_size > 10_000
+
+
+def test_targets_that_cannot_share_a_batch_or_a_table_are_refused_naming_the_file(subjects, tiny, tmp_path):
+    from pmfm.pipelines.config import ConfigError
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.fit.targets import read_table
+
+    def fit_copy(name, change):
+        folder = tmp_path / name
+        shutil.copytree(subjects, folder)
+        change(folder / "synthetic_001")
+        cfg = compose_config("fit", [*_fit_overrides(tiny, tmp_path / "b"), "strategy=simulator",
+                                     f"targets.path={folder}"])  # fmt: skip
+        fit(cfg, tmp_path / f"fit_{name}")
+
+    def other_sc(target):
+        sc = np.loadtxt(target / "sc_train.csv", delimiter=",")
+        np.savetxt(target / "sc_train.csv", sc * 2, delimiter=",")
+
+    def other_tr(target):
+        info = json.loads((target / "target.json").read_text())
+        (target / "target.json").write_text(json.dumps(info | {"tr_s": 0.725}))
+
+    with pytest.raises(ConfigError, match=r"synthetic_001: another SC than .*synthetic_000"):
+        fit_copy("sc", other_sc)
+    with pytest.raises(
+        ConfigError, match=r"synthetic_001/target.json: a TR of 0.725 s is not a whole number"
+    ):
+        fit_copy("tr", other_tr)
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "targets.csv").write_text("target,vali_total\na,low\n")
+    with pytest.raises(ConfigError, match=r"targets.csv: not a targets table"):
+        read_table(tmp_path / "table")
+    (tmp_path / "bad_bank").mkdir()
+    Bank(tmp_path / "bad_bank").path.write_text("{not json")
+    with pytest.raises(DatasetError, match=r"bank.json: unreadable bank file"):
+        Bank(tmp_path / "bad_bank").read()

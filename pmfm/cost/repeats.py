@@ -197,7 +197,7 @@ def _float64(x) -> Tensor:
     return torch.from_numpy(np.array(x, dtype=np.float64))
 
 
-def _fisher_z(fc: Tensor) -> Tensor:
+def fisher_z(fc: Tensor) -> Tensor:
     """atanh, clamped to |r| <= 1 - 1e-7 first (a no-op for any non-degenerate FC)."""
     return torch.atanh(fc.clamp(-1 + ATANH_CLAMP, 1 - ATANH_CLAMP))
 
@@ -244,7 +244,7 @@ def combine_repeats(
     # FC terms
     fc = stats.fc.reshape(n_groups, repeats, n_edges)  # (G, R, E)
     fc_mean, n_fc = masked_mean(fc, stats.fc_valid.reshape(n_groups, repeats))  # (G, E), (G,)
-    f = _fisher_z if variant.fisher_z else (lambda r: r)
+    f = fisher_z if variant.fisher_z else (lambda r: r)
     fc_cost = 1.0 - _row_corr(f(fc_mean), f(emp_fc))  # (G,)
     fc_l1 = (fc_mean.mean(-1) - emp_fc.mean()).abs()  # (G,)
 

@@ -32,6 +32,11 @@ class CostVariant:
         if self.window < 2:
             raise ValueError(f"window must be at least 2 TRs, got {self.window}")
 
+    @property
+    def fcd_settings(self) -> dict:
+        """The FCD's window and histogram: what an FCD CDF's bins mean."""
+        return {k: getattr(self, k) for k in ("window", "n_bins", "hist_min", "hist_max")}
+
 
 KONG2021 = CostVariant()
 DELSSOME = CostVariant(name="delssome", fisher_z=False, hist_min=-1.0, use_l1=True)

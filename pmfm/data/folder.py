@@ -53,9 +53,7 @@ class EmpiricalData:
     split: str  # "train", "vali", "test", ...
     sc: np.ndarray  # (N, N) float64, raw streamline weights as in the file
     fc: np.ndarray  # (N, N) float64, Pearson, diagonal 1
-    fcd_cdf: (
-        np.ndarray
-    )  # (n_bins,) cumulative FCD histogram in counts: int64, or float64 for an unrounded mean
+    fcd_cdf: np.ndarray  # (n_bins,) cumulative FCD histogram in counts (int64; float64 for a mean)
     myelin: np.ndarray  # (N,) float64, T1w/T2w ratio, raw
     gradient: np.ndarray  # (N,) float64, principal RSFC gradient, raw
     region_names: tuple[str, ...]  # N names

@@ -2,7 +2,7 @@
 
     <bank>/
         bank.json                          what every row shares: circuit, SC, covariates, protocol, FCD bins
-        sobol_hcp_desikan68_1f2e3d4c/      a part: an ordinary sharded dataset (pmfm.datasets.store)
+        sobol_1f2e3d4c/                    a part: an ordinary sharded dataset (pmfm.datasets.store)
         cmaes_synthetic_003_9a8b7c6d/      ... made by one plan (strategy, seed, sizes, the data it ran on)
 
 A part's folder is named by the hash of what made it, so a later run with another plan appends new
@@ -44,7 +44,7 @@ def fingerprint(data, simulator: Simulator, variant: CostVariant) -> dict:
         "sc": _sha(data.sc),
         "covariates": _sha(data.basis()),
         "protocol": dataclasses.asdict(simulator.protocol),
-        "fcd": {k: getattr(variant, k) for k in ("window", "n_bins", "hist_min", "hist_max")},
+        "fcd": variant.fcd_settings,
     }
 
 
@@ -56,10 +56,20 @@ class Bank:
 
     @property
     def path(self) -> Path:
+        """The bank's fingerprint file."""
         return self.folder / BANK_FILE
 
     def read(self) -> dict | None:
-        return json.loads(self.path.read_text()) if self.path.is_file() else None
+        """The bank file's contents, or None where there is no bank yet."""
+        if not self.path.is_file():
+            return None
+        try:
+            made = json.loads(self.path.read_text())
+        except json.JSONDecodeError as err:
+            made = err
+        if not isinstance(made, dict) or "fingerprint" not in made:
+            raise DatasetError(f"{self.path}: unreadable bank file ({made!r:.80}); expected a fingerprint")
+        return made
 
     def claim(self, print_: dict) -> None:
         """Create the bank for this fingerprint, or check that it is the bank's."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,15 +23,14 @@ from omegaconf import DictConfig
 from pmfm.cost import fcd_pair_count
 from pmfm.cost.stats import cost_from_stats
 from pmfm.data import EmpiricalData
-from pmfm.data.targets import find_targets
+from pmfm.data.targets import TARGET_FILE, find_targets
 from pmfm.datasets.bank import Bank, bank_stats, fingerprint
-from pmfm.datasets.store import ShardStore, load_dataset
+from pmfm.datasets.store import ShardStore, atomic_write_bytes, load_dataset
 from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
 from pmfm.pipelines.folders import dataset_folder
 from pmfm.pipelines.generation import DatasetSpec, Generator, config_hash
 from pmfm.pipelines.progress import progress_bar
 from pmfm.pipelines.targets import synthetic_subjects
-from pmfm.search.cmaes import CMAESSettings
 
 log = logging.getLogger(__name__)
 CMAES_KEYS = ("popsize", "mu", "sigma0", "sigma_cap", "max_generations")
@@ -82,9 +82,10 @@ def bank_targets(cfg: DictConfig, folder: Path, data, simulator, variant) -> lis
     if c.synthetic < 1:
         return []
     made = folder / "targets" / f"seed{c.synthetic_seed}"
-    have = {t.name for t in find_targets(made)} if made.is_dir() else set()
+    have = {p.parent.name for p in made.glob(f"*/{TARGET_FILE}")} if made.is_dir() else set()
     if len(have) < c.synthetic:
-        staging = made.parent / f".staging_{os.getpid()}"
+        made.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging_", dir=made.parent))
         synthetic_subjects(
             c.synthetic, staging, data, simulator, variant, runs={"train": 4, "vali": 4},
             seed=c.synthetic_seed, from_dataset=c.synthetic_near_dataset,
@@ -132,7 +133,7 @@ def make_bank(cfg: DictConfig, out_dir: Path) -> dict:
         f"max |difference| {shown}"
     )
     print(summary)
-    (out_dir / "bank_summary.txt").write_text(summary + "\n")
+    atomic_write_bytes(out_dir / "bank_summary.txt", (summary + "\n").encode())
     return {"folder": str(bank.folder), **made, "stats_check": check}
 
 
@@ -157,12 +158,8 @@ def stats_check(parts: list[Part], simulator, variant) -> dict:
 def _simulations(spec: DatasetSpec) -> int:
     if spec.strategy == "sobol":
         return spec.shard_size * spec.repeats
-    return (
-        int(spec.cmaes["n_starts"])
-        * spec.cmaes.get("popsize", CMAESSettings().popsize)
-        * spec.cmaes.get("max_generations", CMAESSettings().max_generations)
-        * spec.repeats
-    )
+    c = spec.cmaes
+    return int(c["n_starts"]) * int(c["popsize"]) * int(c["max_generations"]) * spec.repeats
 
 
 def bank_summary(bank: Bank, made: dict) -> str:

@@ -102,6 +102,19 @@ def load_data(data_cfg: DictConfig, simulator: Simulator, variant: CostVariant, 
     return dataclasses.replace(data, fcd_cdf=np.rint(cdf / cdf[-1] * pairs).astype(np.int64))
 
 
+def load_test(cfg: DictConfig, n_regions: int, simulator, variant):
+    """The user's test split (covariates are never taken from it), or None when not named."""
+    path = cfg.test.path
+    if not path:
+        return None
+    data = load(path, "test", n_tr=simulator.protocol.n_tr, window=variant.window, n_bins=variant.n_bins)
+    if data.n_regions != n_regions:
+        raise DataError(
+            Path(path), f"test split has {data.n_regions} regions", f"{n_regions}, as the training data"
+        )
+    return data
+
+
 def fill_run_values(cfg: DictConfig, out_dir: Path) -> None:
     """The values known only at run time (``???`` in the configs): where loggers and checkpoints write."""
     with open_dict(cfg):

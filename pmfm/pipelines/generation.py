@@ -144,15 +144,13 @@ class Generator:
     ):
         self.spec, self.space, self.data, self.simulator, self.variant = spec, space, data, simulator, variant
         self.store, self.bar, self.progress = store, bar, Progress()
-        self.with_stats = True
         self.identity = spec.identity(simulator, data, variant, space.dim)
 
     def run(self, shard_index: int | None = None) -> dict:
         """Fill every shard (or only ``shard_index``); returns the updated manifest."""
         self.store.claim(self.identity, config_hash(self.identity), package_versions())
-        self.with_stats = (
-            self.store.schema >= 2
-        )  # a dataset begun before statistics were kept goes on without
+        # a dataset begun before statistics were kept goes on without them
+        self.with_stats = self.store.schema >= 2
         shards = range(self.spec.num_shards) if shard_index is None else [shard_index]
         for shard in shards:
             if not 0 <= shard < self.spec.num_shards:

@@ -48,7 +48,7 @@ from pmfm.params import ParamSpace
 from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
 from pmfm.pipelines.progress import progress_bar
 from pmfm.sim.simulate import simulate
-from pmfm.sim.simulator import Simulator
+from pmfm.sim.simulator import Simulator, resolve_device
 
 log = logging.getLogger(__name__)
 BUNDLED_DATASET = BUNDLED_DATASETS / "hcp_cmaes_pmfm_1200tr_r3"  # CMA-ES on the HCP group (pMFM)
@@ -253,21 +253,6 @@ def fc_summary(written: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float
     return float(fcs[0][iu].mean()), r
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _variant_info(variant: CostVariant) -> dict:
-    return {
-        "window": variant.window,
-        "n_bins": variant.n_bins,
-        "hist_min": variant.hist_min,
-        "hist_max": variant.hist_max,
-    }
-
-
 # -- from BOLD -------------------------------------------------------------------------------------
 def targets_from_bold(
     bold: Path,
@@ -301,7 +286,7 @@ def targets_from_bold(
     plan = {s.name: assign_runs(s.runs, splits, s.folder) for s in subjects}
     refuse_existing(out, [s.name for s in subjects], overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    torch_device = _device(device)
+    torch_device = resolve_device(device)
     made = []
     n_runs = sum(len(r) for runs, _ in plan.values() for r in runs.values())
     with progress_bar(n_runs, "targets", unit="run", enabled=progress) as bar:
@@ -353,7 +338,7 @@ def _bold_subject(
         "sc": sc_source,
         "covariates": str(covariates.source),
         "fcd_rounded": rounded,
-        **_variant_info(variant),
+        **variant.fcd_settings,
         "fc_split_r": None,
         "made_by": "python -m pmfm.targets",
     }
@@ -564,7 +549,7 @@ def _synthetic_subject(
         "sc": str(data.source / f"sc_{data.split}.csv"),
         "covariates": str(data.source),
         "fcd_rounded": rounded,
-        **_variant_info(variant),
+        **variant.fcd_settings,
         "fc_split_r": None if np.isnan(fc_r) else fc_r,
         "made_by": "python -m pmfm.targets",
     }

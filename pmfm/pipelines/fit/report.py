@@ -13,6 +13,13 @@ from pmfm.pipelines.results import FitResults, write_maps, write_results
 from pmfm.plots import plot_cost_per_generation, plot_fc_fcd, plot_maps
 
 SUMMARY_COLUMNS = ("stage", "wall_s", "simulations", "surrogate_evaluations", "note")
+SKIPPED_TEST = """
+############################################################################################
+#  TEST STAGE SKIPPED: no test split was named (test.path=null).                           #
+#  The costs reported are training and validation costs only; validation is never reused  #
+#  as test. Name a folder with sc_test.csv, fc_test.csv, fcd_test.mat: test.path=<folder>  #
+############################################################################################
+"""
 
 
 def fit_results(candidates: Candidates, validation: dict, test: np.ndarray | None) -> FitResults:

@@ -15,8 +15,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from pmfm.data import DataError, load
-from pmfm.pipelines.config import ConfigError, load_data, simulator_of, variant_of
+from pmfm.pipelines.config import ConfigError, load_data, load_test, simulator_of, variant_of
 from pmfm.pipelines.fit import report, stages
 from pmfm.pipelines.fit.state import NOT_IDENTITY, RunState
 from pmfm.pipelines.fit.surrogate import prepare_surrogate, search_starts
@@ -97,7 +96,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     chosen = candidates.theta[validation["chosen"]]
     test = None
     if test_data is None:
-        print(SKIPPED_TEST, file=sys.stderr)
+        print(report.SKIPPED_TEST, file=sys.stderr)
         log.warning("test stage skipped: no test split (test.path=null)")
     else:
         t = cfg.test
@@ -124,25 +123,3 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     print(report.results_text(results, strategy.repeats, v.repeats, test_r, validity))
     print(f"run folder: {out_dir}")
     return float(results.costs["vali"][0, 2])
-
-
-SKIPPED_TEST = """
-############################################################################################
-#  TEST STAGE SKIPPED: no test split was named (test.path=null).                           #
-#  The costs reported are training and validation costs only; validation is never reused  #
-#  as test. Name a folder with sc_test.csv, fc_test.csv, fcd_test.mat: test.path=<folder>  #
-############################################################################################
-"""
-
-
-def load_test(cfg: DictConfig, n_regions: int, simulator, variant):
-    """The user's test split (covariates are never taken from it), or None when not named."""
-    path = cfg.test.path
-    if not path:
-        return None
-    data = load(path, "test", n_tr=simulator.protocol.n_tr, window=variant.window, n_bins=variant.n_bins)
-    if data.n_regions != n_regions:
-        raise DataError(
-            Path(path), f"test split has {data.n_regions} regions", f"{n_regions}, as the training data"
-        )
-    return data

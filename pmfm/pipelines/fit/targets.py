@@ -12,8 +12,10 @@ target holds its ground truth (a synthetic subject), the table reports how well 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -25,9 +27,12 @@ from pmfm.cost import RepeatStats, combine_repeats, fcd_pair_count
 from pmfm.data import EmpiricalData, bundled_path
 from pmfm.data.targets import Target, find_targets, read_target
 from pmfm.datasets.bank import Bank, bank_stats, fingerprint
+from pmfm.datasets.store import atomic_write_bytes
 from pmfm.evaluate import map_correlations
-from pmfm.pipelines.config import ConfigError, simulator_of, variant_of
+from pmfm.params import ParamSpace
+from pmfm.pipelines.config import ConfigError, load_data, load_test, simulator_of, variant_of
 from pmfm.pipelines.fit import report, stages
+from pmfm.pipelines.fit.report import SKIPPED_TEST
 from pmfm.pipelines.fit.state import NOT_IDENTITY, RunState
 from pmfm.pipelines.folders import dataset_folder
 from pmfm.plots import plot_targets
@@ -56,22 +61,12 @@ class Fitted:
 
     target: Target
     simulator: Simulator  # its protocol follows the target's runs
+    space: ParamSpace  # its training data's covariates (FIC: and bounds from its mean FC)
     train: EmpiricalData
     vali: EmpiricalData
     test: EmpiricalData | None
     folder: Path
     state: RunState
-
-
-def targets_of(cfg: DictConfig, protocol) -> list[Target]:
-    """``targets.path``'s targets, or the configured data folder as the one target (its runs as long
-    as the configured protocol's, unless its target.json says otherwise)."""
-    if cfg.targets.path:
-        return find_targets(cfg.targets.path)
-    target = read_target(cfg.data.path or bundled_path())
-    if target.source == "folder":
-        target = dataclasses.replace(target, n_tr=protocol.n_tr, tr_s=protocol.tr_s)
-    return [target]
 
 
 def fit_targets(cfg: DictConfig, out_dir: Path) -> float:
@@ -85,33 +80,22 @@ def fit_targets(cfg: DictConfig, out_dir: Path) -> float:
         ignore=[("strategy", "cmaes", "max_generations")],
     ):
         log.info("resuming the fit in %s", out_dir)
-    simulator, many = simulator_of(cfg), bool(cfg.targets.path)
+    simulator = simulator_of(cfg)
     variant = variant_of(cfg, simulator)
-    fits = []
-    for target in targets_of(cfg, simulator.protocol):
-        sim = dataclasses.replace(
-            simulator, protocol=protocol_for_run(target.n_tr, target.tr_s, simulator.protocol)
-        )
-        load = dict(window=variant.window, n_bins=variant.n_bins)
-        test = target.load("test", **load) if "test" in target.splits else None
-        folder = out_dir / target.name if many else out_dir
-        train, vali = target.load("train", **load), target.load(cfg.validation.split, **load)
-        fits.append(Fitted(target, sim, train, vali, test, folder, RunState(folder) if many else state))
-    space = simulator.param_space(fits[0].train)
-    for f in fits[1:]:
-        if not np.allclose(f.train.basis(), fits[0].train.basis()):
-            raise ConfigError(
-                f"{f.target.folder}: other covariates than {fits[0].target.folder}: fit them apart"
-            )
+    fits = (
+        _many(cfg, out_dir, simulator, variant)
+        if cfg.targets.path
+        else [_one(cfg, out_dir, state, simulator, variant)]
+    )
     tic = time.perf_counter()
     if cfg.strategy.name == "bank":
-        candidates = _bank_candidates(cfg, fits, simulator, variant, space)
+        candidates, train_r = _bank_candidates(cfg, fits, simulator, variant)
     else:
-        candidates = _search_candidates(cfg, state, fits, variant, space)
+        candidates, train_r = _search_candidates(cfg, state, fits, variant), int(cfg.strategy.repeats)
     shared = {"wall_s": time.perf_counter() - tic}
-    rows = []
-    for f, found in zip(fits, candidates, strict=True):
-        rows.append(_validate_and_report(cfg, f, found, space, variant))
+    rows = [_validate_and_report(cfg, f, c, variant, train_r) for f, c in zip(fits, candidates, strict=True)]
+    if not cfg.targets.path and fits[0].test is None:
+        print(SKIPPED_TEST, file=sys.stderr)
     table = targets_table(out_dir, rows, state.summary(), len(fits), shared)
     print(table)
     if cfg.compare_to:
@@ -122,38 +106,81 @@ def fit_targets(cfg: DictConfig, out_dir: Path) -> float:
     return float(np.mean([r["vali_total"] for r in rows]))
 
 
-def _bank_candidates(cfg, fits, simulator, variant, space) -> list[stages.Candidates]:
+def _one(cfg: DictConfig, out_dir: Path, state: RunState, simulator, variant) -> Fitted:
+    """The configured data folder as the one target (data.split, data.fcd_n_tr and test.path honoured)."""
+    target = read_target(cfg.data.path or bundled_path())
+    train = load_data(cfg.data, simulator, variant)
+    vali = load_data(cfg.data, simulator, variant, split=cfg.validation.split)
+    test = load_test(cfg, train.n_regions, simulator, variant)
+    return Fitted(target, simulator, simulator.param_space(train), train, vali, test, out_dir, state)
+
+
+def _many(cfg: DictConfig, out_dir: Path, simulator, variant) -> list[Fitted]:
+    """``targets.path``'s targets, each simulated at its runs' TR and length, its own test split."""
+    if cfg.test.path:
+        raise ConfigError("with targets.path each target's own test split is used; drop test.path")
+    fits = []
+    for target in find_targets(cfg.targets.path):
+        try:
+            protocol = protocol_for_run(target.n_tr, target.tr_s, simulator.protocol)
+        except ValueError as err:
+            raise ConfigError(f"{target.folder / 'target.json'}: {err}") from None
+        sim = dataclasses.replace(simulator, protocol=protocol)
+        load = dict(window=variant.window, n_bins=variant.n_bins)
+        train, vali = target.load("train", **load), target.load(cfg.validation.split, **load)
+        test = target.load("test", **load) if "test" in target.splits else None
+        space = sim.param_space(train)
+        fits.append(
+            Fitted(
+                target, sim, space, train, vali, test, out_dir / target.name, RunState(out_dir / target.name)
+            )
+        )
+    without_test = sum(f.test is None for f in fits)
+    if without_test:
+        log.info("%d of %d targets have no test split: their test stage is skipped", without_test, len(fits))
+    return fits
+
+
+def _bank_candidates(cfg, fits, simulator, variant) -> tuple[list[stages.Candidates], int]:
     bank = Bank(dataset_folder(cfg, simulator))
     rows = bank.load()
-    stats = bank_stats(rows, fcd_pair_count(simulator.protocol.n_tr, variant.window))
-    out = []
-    for f in fits:
+    for f in fits:  # the bank's SC, covariates, protocol, FCD bins and circuit: every target's
         bank.check(fingerprint(f.train, f.simulator, variant), f"target {f.target.folder}")
-        out.append(stages.bank_stage(f.state, rows, stats, space, f.train, variant, top_k=cfg.strategy.top_k,
-                                     diversity=cfg.validation.diversity))  # fmt: skip
-    return out
+    stats = bank_stats(rows, fcd_pair_count(fits[0].simulator.protocol.n_tr, variant.window))
+    top_k, diversity = cfg.strategy.top_k, cfg.validation.diversity
+    found = [
+        stages.bank_stage(f.state, rows, stats, f.space, f.train, variant, top_k=top_k, diversity=diversity)
+        for f in fits
+    ]
+    return found, stats.repeats
 
 
-def _search_candidates(cfg, state, fits, variant, space) -> list[stages.Candidates]:
+def _search_candidates(cfg, state, fits, variant) -> list[stages.Candidates]:
     if cfg.strategy.name != "simulator":
         raise ConfigError(f"strategy={cfg.strategy.name} fits one data folder; with targets.path use "
                           "strategy=simulator or strategy=bank")  # fmt: skip
-    protocols = {f.simulator.protocol for f in fits}
-    if len(protocols) > 1:
-        raise ConfigError(
-            "targets of other TRs or run lengths are simulated apart: fit them in separate runs"
-        )
+    first = fits[0]
+    for f in fits[1:]:  # one batch a generation: one protocol, SC and parameter space for all
+        if f.simulator.protocol != first.simulator.protocol:
+            raise ConfigError(f"{f.target.folder}: another TR or run length than {first.target.folder}: "
+                              "targets simulated together share them; fit them in separate runs")  # fmt: skip
+        if not np.array_equal(f.train.sc, first.train.sc):
+            raise ConfigError(f"{f.target.folder}: another SC than {first.target.folder}: targets "
+                              "simulated together share it; fit them in separate runs")  # fmt: skip
+        if not np.array_equal(f.space.box, first.space.box) or f.space.limits != first.space.limits:
+            raise ConfigError(f"{f.target.folder}: another parameter space than {first.target.folder} "
+                              "(covariates, or FIC bounds from the mean FC): fit them apart")  # fmt: skip
     s = cfg.strategy
     return stages.targets_search(
-        state, space, [f.train for f in fits], fits[0].simulator, variant, n_starts=s.n_starts,
+        state, first.space, [f.train for f in fits], first.simulator, variant, n_starts=s.n_starts,
         repeats=s.repeats, settings=CMAESSettings(**{str(k): v for k, v in s.cmaes.items()}),
         seed=int(cfg.seed), progress=cfg.progress,
     )  # fmt: skip
 
 
-def _validate_and_report(cfg, f: Fitted, candidates, space, variant) -> dict:
+def _validate_and_report(cfg, f: Fitted, candidates, variant, train_r: int) -> dict:
     """Validation, test and the usual outputs of one target; its row of the table."""
-    v, evaluator = cfg.validation, f.simulator.for_evaluation()
+    v, evaluator, space = cfg.validation, f.simulator.for_evaluation(), f.space
     validation = stages.validation_stage(
         f.state, candidates, space, f.vali, evaluator, variant,
         repeats=v.repeats, seed=v.seed, top_k=v.top_k, diversity=v.diversity, progress=cfg.progress,
@@ -169,13 +196,23 @@ def _validate_and_report(cfg, f: Fitted, candidates, space, variant) -> dict:
     results = report.fit_results(candidates, validation, test)
     report.write_outputs(f.folder, results, candidates, validation, space, f.vali, variant, cfg.plot)
     validity = report.chosen_validity(candidates, validation)
-    report.write_validity(f.folder, validity, cfg.strategy.get("repeats", 0), v.repeats)
+    report.write_validity(f.folder, validity, train_r, v.repeats)
     truth_total = float("nan")  # the truth's own validation total, for a synthetic subject
     if f.target.truth is not None:
         truth_total = stages.truth_stage(
             f.state, f.target.truth, space, f.vali, evaluator, variant, repeats=v.repeats, seed=v.seed
         )
     summary = f.state.summary()
+    chosen_costs = {
+        "vali": [float(t) for t in results.costs["vali"][:, 2]],
+        "vali_valid": [int(n) for n in validity["vali_valid"]],
+        "repeats": int(v.repeats),
+    }
+    stage_rows = report.summary_table(summary, evaluator.describe(), None, chosen_costs)[0]
+    report.write_summary(f.folder, stage_rows, [], cfg.strategy.name, evaluator.describe(), chosen_costs)
+    if not cfg.targets.path:
+        test_r = None if test is None else cfg.test.group_size
+        print(report.results_text(results, train_r, v.repeats, test_r, validity))
     row = {
         "target": f.target.name,
         "vali_total": float(results.costs["vali"][0, 2]),
@@ -212,7 +249,7 @@ def recovery(space, theta, target: Target) -> dict:
         "r_w": r[0],
         "r_I": r[1],
         "r_sigma": r[2],
-        "G_error": abs(float(theta[6]) - float(target.truth[6])),
+        "G_error": abs(float(theta[space.names.index("G")]) - float(target.truth[space.names.index("G")])),
     }
 
 
@@ -222,7 +259,7 @@ def targets_table(out_dir: Path, rows: list[dict], summary: dict, n_targets: int
     rows = [r | {"simulations": r["simulations"] + shared_sims // max(n_targets, 1)} for r in rows]
     lines = [",".join(TABLE_COLUMNS)]
     lines += [",".join(r[c] if c == "target" else f"{r[c]:.6g}" for c in TABLE_COLUMNS) for r in rows]
-    (out_dir / "targets.csv").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(out_dir / "targets.csv", ("\n".join(lines) + "\n").encode())
     head = f"{'target':<22}{'validation total':>18}{'truth':>8}{'simulations':>13}{'wall (s)':>10}"
     text = [head + "  recovery: r(w), r(I), r(sigma), |G error|"]
     for r in rows:
@@ -245,12 +282,14 @@ def read_table(folder: Path) -> list[dict]:
     path = folder / "targets.csv"
     if not path.is_file():
         raise ConfigError(f"compare_to={folder}: no targets.csv there (a fit run with targets.path=)")
-    header, *lines = path.read_text().split()
-    keys = header.split(",")
-    return [
-        {k: v if k == "target" else float(v) for k, v in zip(keys, line.split(","), strict=True)}
-        for line in lines
-    ]
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        return [{k: v if k == "target" else float(v) for k, v in r.items()} for r in rows]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{path}: not a targets table ({err}); expected the columns {TABLE_COLUMNS}"
+        ) from None
 
 
 def compare_targets(out_dir: Path, other: Path, strategy: str, plot: bool) -> str:
@@ -283,7 +322,7 @@ def compare_targets(out_dir: Path, other: Path, strategy: str, plot: bool) -> st
         f"mean difference (this - compare_to) {d.mean():+.4f} +- {se_mean:.4f} (SE over {len(d)} targets); "
         f"simulations {sims[0]} against {sims[1]}"
     )
-    (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(out_dir / "comparison.csv", ("\n".join(lines) + "\n").encode())
     if plot:
         both = [[mine[n] for n in names], [theirs[n] for n in names]]
         _plot(out_dir, names, both, [strategy, other.name])
