@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from pmfm.cost import CostVariant
 from pmfm.cost.repeats import Costs
 from pmfm.cost.stats import FC_Z_DTYPE, N_LEVELS, SetStats, cost_from_stats
 from pmfm.cost.variants import KONG2021
+from pmfm.models.networks import build_network
 
 
 def fc_basis(fc_z: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -69,7 +70,12 @@ class EmulatorModule(L.LightningModule):
         fcd_total: window pairs of a valid repeat's FCD (SetStats.fcd_total).
         repeats: R of the bank (a set predicted valid counts R valid repeats).
         box: (P, 2) [low, high] of the normalised box, to read raw coefficients.
-        hidden, depth: the MLP trunk's width and number of hidden layers.
+        network: the trunk, a name of ``pmfm.models.networks`` ("mlp" on u, "mlp_lna" on the
+            linearised model's summaries, which need the bank's ``basis`` (N, 3) and ``sc`` (N, N)).
+        network_hparams: further keyword arguments of the trunk (primitives).
+        basis, sc: the bank's parameter basis and SC (default: a one-region placeholder, enough for
+            "mlp", which reads u alone).
+        hidden, depth: the trunk's width and number of hidden layers.
         fc_weight, fcd_weight, validity_weight: weights of the three losses.
         lr, weight_decay, max_epochs_hint: AdamW and its cosine schedule.
     """
@@ -77,6 +83,7 @@ class EmulatorModule(L.LightningModule):
     fc_mean: Tensor  # (E,) mean training fc_z (buffer)
     fc_dirs: Tensor  # (K, E) orthonormal principal directions (buffer)
     fc_scale: Tensor  # (K,) training sd of each direction's coefficient (buffer)
+    box: Tensor  # (P, 2) float64 [low, high] of the normalised box (buffer, rebuilt from hparams)
     fc_var: Tensor  # () training variance of fc_z about its mean, per edge: the FC loss's unit (buffer)
 
     def __init__(
@@ -89,6 +96,10 @@ class EmulatorModule(L.LightningModule):
         fcd_total: int = 624_403,
         repeats: int = 3,
         box: Sequence[Sequence[float]] | None = None,
+        network: str = "mlp",
+        network_hparams: dict | None = None,
+        basis: Sequence[Sequence[float]] | None = None,
+        sc: Sequence[Sequence[float]] | None = None,
         hidden: int = 256,
         depth: int = 3,
         fc_weight: float = 1.0,
@@ -106,12 +117,23 @@ class EmulatorModule(L.LightningModule):
         self.register_buffer("fc_scale", torch.ones(rank))
         self.register_buffer("fc_var", torch.ones(()))
         self.register_buffer("box", torch.tensor(box, dtype=torch.float64), persistent=False)
-        layers: list[nn.Module] = []
-        width = n_params
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        self.net = nn.Sequential(*layers, nn.Linear(width, rank + 2 + n_knots + 2))
+        geometry: dict[str, list[list[float]]] = {
+            "box": [list(row) for row in box],
+            "basis": [[1.0, 0.0, 0.0]] if basis is None else [[float(v) for v in row] for row in basis],
+            "sc": [[0.0]] if sc is None else [[float(v) for v in row] for row in sc],
+        }
+        n_outputs = rank + 2 + n_knots + 2  # FC coefficients, FCD head, two validity logits
+        self.net = build_network(
+            network, n_outputs=n_outputs, **geometry, hidden=hidden, depth=depth,
+            **(network_hparams or {}),
+        )  # fmt: skip
+
+    def set_input_statistics(self, u: Tensor) -> None:
+        """z-score the trunk's inputs by the training rows' (feasible sets fill a sliver of the box)."""
+        with torch.no_grad():
+            x = self.net.features(torch.as_tensor(u).float())  # type: ignore[operator]  # (n, F)
+        self.net.input_mean.copy_(x.mean(0))  # type: ignore[operator]
+        self.net.input_std.copy_(x.std(0).clamp_min(1e-8))  # type: ignore[operator]
 
     def set_fc_basis(self, fc_z: Tensor) -> None:
         """Fill the low-rank FC head from training rows' fc_z (n, E) (FC-valid rows only)."""
