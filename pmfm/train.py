@@ -6,6 +6,7 @@
     python -m pmfm.train -m hparams_search=optuna
     python -m pmfm.train trainer=ddp trainer.devices=4
     python -m pmfm.train ckpt_path=outputs/train/<run>/checkpoints/last.ckpt   # resume
+    python -m pmfm.train model=emulator dataset=bank   # the emulator of a bank's statistics
 
 A missing dataset is generated first (``dataset=...``). Writes checkpoints/, pred_vs_sim.png and
 metrics.json to the run folder and returns ``optimized_metric`` for Hydra's sweepers.
@@ -17,13 +18,15 @@ import hydra
 from omegaconf import DictConfig
 
 from pmfm.pipelines.config import exit_on_user_error, run_folder
+from pmfm.pipelines.emulator import train_emulator
 from pmfm.pipelines.train import train_surrogate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     out_dir = run_folder()
-    metrics = exit_on_user_error(train_surrogate, cfg, out_dir, cfg.ckpt_path)
+    train = train_emulator if cfg.model.network == "emulator" else train_surrogate
+    metrics = exit_on_user_error(train, cfg, out_dir, cfg.ckpt_path)
     value = metrics.get(cfg.optimized_metric, math.nan)
     print(f"{cfg.optimized_metric} = {value:.4f}  (run folder: {out_dir})")
     return value
