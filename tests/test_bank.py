@@ -296,3 +296,53 @@ def test_targets_that_cannot_share_a_batch_or_a_table_are_refused_naming_the_fil
     Bank(tmp_path / "bad_bank").path.write_text("{not json")
     with pytest.raises(DatasetError, match=r"bank.json: unreadable bank file"):
         Bank(tmp_path / "bad_bank").read()
+
+
+AMORTISED = [
+    "strategy=amortised", "strategy.train_epochs=20", "strategy.top_k=3", "strategy.n_starts=2",
+    "strategy.refine.popsize=8", "strategy.refine.mu=2", "strategy.refine.max_generations=3",
+    "strategy.repeats=2", "strategy.simulate_top=2", "strategy.cmaes.popsize=6", "strategy.cmaes.mu=2",
+    "strategy.cmaes.max_generations=2", "model.hidden=16", "model.depth=1", "model.rank=4",
+]  # fmt: skip
+
+
+def test_the_amortised_strategy_polishes_from_the_bank_within_its_budget_and_resumes(
+    tiny, subjects, tmp_path
+):
+    import torch
+
+    from pmfm.data.targets import find_targets
+    from pmfm.models.emulator import EmulatorModule, emulated_costs
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.fit.state import RunState
+    from pmfm.pipelines.results import read_results
+
+    bank = tmp_path / "bank"
+    _make(tiny, bank, tmp_path / "made")
+    cfg = compose_config("fit", [*_fit_overrides(tiny, bank), *AMORTISED, f"targets.path={subjects}"])
+    run = tmp_path / "fit"
+    fit(cfg, run)
+    summary = RunState(run).summary()
+    # 2 targets x 2 starts x the emulator's best 2 of each population x 2 generations x R = 2
+    assert summary["polish"]["simulations"] == 2 * 2 * 2 * 2 * 2
+    assert summary["refine"]["simulations"] == 0 and summary["refine"]["surrogate_evaluations"] > 0
+    table = (run / "targets.csv").read_text()
+    space = cfg_space(tiny)
+    emulator = EmulatorModule.load_from_checkpoint(run / "emulator.ckpt", map_location="cpu")
+    refined = RunState(run).load("refine")
+    assert refined.shape == (2 * 2, 10)  # a point per target and start
+    for t, target in enumerate(find_targets(subjects)):
+        results = read_results(run / target.name / "results.csv", space)
+        assert len(results.theta) <= 3 + 2 * 2  # the bank's 3 and each polish start's best per generation
+        data = target.load("train")
+        rows = RunState(run / target.name).load("search")["theta"][
+            :2
+        ]  # its best diverse bank rows: the starts
+        before = emulated_costs(emulator, space.normalise(rows), data.fc, data.fcd_cdf).total
+        after = emulated_costs(
+            emulator, space.normalise(refined[2 * t : 2 * t + 2]), data.fc, data.fcd_cdf
+        ).total
+        assert (after <= before + 1e-12).all()  # the refinement never hands on a set it scores worse
+    fit(cfg, run)  # resumed: every stage found on disk, the same table
+    assert (run / "targets.csv").read_text() == table
+    assert torch.equal(RunState(run).load("refine"), refined)

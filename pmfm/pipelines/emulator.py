@@ -181,3 +181,24 @@ def agreement_table(agreement: dict[str, float], split: str, n_rows: int, groups
     if not agreement:
         lines.append("  no target (targets.path=<folder of targets>)")
     return "\n".join(lines)
+
+
+def train_on_bank(
+    folder: Path, space, data, variant: CostVariant, fcd_total: int, model_cfg: DictConfig, *,
+    epochs: int, seed: int, save_to: Path, progress: bool = True,
+) -> None:  # fmt: skip
+    """An emulator trained on every row of the bank at ``folder`` (no held-out split), as
+    ``python -m pmfm.train model=emulator`` would build it, saved as the checkpoint ``save_to``
+    (atomically); for a fit that has no checkpoint."""
+    L.seed_everything(seed, workers=True)
+    datamodule = BankDataModule(space, folder, n_bins=variant.n_bins, split=(1.0, 0.0, 0.0), split_seed=seed)
+    datamodule.setup()
+    model = build_emulator(model_cfg, datamodule, data, space.box.tolist(), fcd_total, epochs)
+    trainer = L.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, limit_val_batches=0, deterministic=True, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    tmp = save_to.with_name(save_to.name + ".tmp")
+    trainer.save_checkpoint(tmp)
+    tmp.replace(save_to)

@@ -48,7 +48,7 @@ class PrescreenedObjective:
         n_sets, g = theta.shape[0], self.group_size
         if n_sets % g:
             raise ValueError(f"{n_sets} parameter sets are not whole blocks of group_size={g}")
-        score = self.surrogate(theta).total.view(-1, g)  # (S, g), finite (infeasible: a large score)
+        score = self.surrogate(theta, keys=keys).total.view(-1, g)  # (S, g), finite (infeasible: large)
         self.scored_sets += n_sets
         order = score.argsort(dim=1, stable=True)  # (S, g) best first
         offsets = torch.arange(0, n_sets, g)[:, None]  # (S, 1)

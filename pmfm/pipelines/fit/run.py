@@ -25,7 +25,7 @@ from pmfm.search.runner import SearchSettings
 from pmfm.search.surrogate import SurrogateObjective, SurrogateScore
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("simulator", "surrogate", "prescreen", "bank")
+STRATEGIES = ("simulator", "surrogate", "prescreen", "bank", "amortised")
 
 
 def check_strategy(cfg: DictConfig) -> None:
@@ -44,7 +44,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> float:
     """Seed, data, search, validation, test, report; returns the best validation total (many
     targets, ``targets.path``, or a bank: :func:`pmfm.pipelines.fit.targets.fit_targets`)."""
     check_strategy(cfg)
-    if cfg.targets.path or cfg.strategy.name == "bank":
+    if cfg.targets.path or cfg.strategy.name in ("bank", "amortised"):
         return fit_targets(cfg, out_dir)
     L.seed_everything(cfg.seed, workers=True)
     state = RunState(out_dir)

@@ -71,20 +71,24 @@ def simulator_search(
 
 def targets_search(
     state: RunState, space, targets: list, simulator, variant, *, n_starts, repeats, settings, seed,
-    prescreen=None, simulate_top: int = 0, progress: bool = True,
+    prescreen=None, simulate_top: int = 0, progress: bool = True, starts=None, name: str = "search",
 ) -> list[Candidates]:  # fmt: skip
     """:func:`simulator_search` of every target at once: ``n_starts`` starts a target (target t has
     starts t n .. t n + n - 1, each the start it would have alone), every start's population
     simulated in one batch per generation (the targets share their SC), each candidate costed
-    against its own target: each target's search is the one it would get alone."""
-    if state.has("search"):
-        budget = state.load("search_progress")["cmaes"]["settings"]["max_generations"]
+    against its own target: each target's search is the one it would get alone.
+
+    ``starts``: (T n, P) raw starting points (default: random starts); ``name``: the stage's name in
+    ``state`` (its progress is ``<name>_progress``). ``prescreen`` gets the sample ids as ``keys``.
+    """
+    if state.has(name):
+        budget = state.load(f"{name}_progress")["cmaes"]["settings"]["max_generations"]
         if budget != settings.max_generations:
             raise StateError(
                 f"the search of this run finished under max_generations={budget}; its budget can change "
                 f"on resume only while the search is running (got {settings.max_generations})"
             )
-        saved = state.load("search")
+        saved = state.load(name)
         return [Candidates(**c) for c in (saved if isinstance(saved, list) else [saved])]
     n_targets, total_starts = len(targets), n_starts * len(targets)
 
@@ -107,16 +111,17 @@ def targets_search(
         )
     objective = simulate if screened is None else screened
     # every target's starts are the starts a fit of it alone would have (points, samples and noise alike)
-    starts = start_points(space, seed, range(n_starts)).repeat(n_targets, 1)
+    if starts is None:
+        starts = start_points(space, seed, range(n_starts)).repeat(n_targets, 1)
     ids = list(range(n_starts)) * n_targets
     searcher = MultiStartCMAES(objective, starts, settings, seed=seed, start_ids=ids)
     counts = {"wall_s": 0.0, "simulations": 0, "evaluations": 0}
-    if state.has("search_progress"):
-        saved = state.load("search_progress")
+    if state.has(f"{name}_progress"):
+        saved = state.load(f"{name}_progress")
         searcher.load_state_dict(saved["cmaes"])
         counts = saved["progress"]
         log.info("resuming the search after generation %d", searcher.generation)
-    bar = progress_bar(settings.max_generations, "search", unit="gen", enabled=progress)
+    bar = progress_bar(settings.max_generations, name, unit="gen", enabled=progress)
     bar.update(searcher.generation)
     while not searcher.done:
         tic = time.perf_counter()
@@ -138,7 +143,7 @@ def targets_search(
             "" if prescreen is None else f" (of {result.batch_size} scored by the surrogate)",
             best,
         )
-        state.save("search_progress", {"cmaes": searcher.state_dict(), "progress": counts})
+        state.save(f"{name}_progress", {"cmaes": searcher.state_dict(), "progress": counts})
         bar.update(1)
         bar.set_postfix(best=f"{best:.4f}", sims=counts["simulations"])
     bar.close()
@@ -161,10 +166,10 @@ def targets_search(
             per_generation_label=f"best training total of the generation (R = {repeats})",
             train_valid=np.minimum(terms["n_valid_fc"], terms["n_valid_fcd"]),
         ))  # fmt: skip
-    state.save("search", asdict(found[0]) if n_targets == 1 else [asdict(c) for c in found])
+    state.save(name, asdict(found[0]) if n_targets == 1 else [asdict(c) for c in found])
     of = "" if n_targets == 1 else f" for each of {n_targets} targets"
     state.record(
-        "search",
+        name,
         wall_s=counts["wall_s"],
         simulations=int(counts["simulations"]),
         evaluations=int(counts.get("evaluations", 0)),
@@ -386,3 +391,28 @@ def bank_stage(state: RunState, rows: dict, stats, space, data, variant, *, top_
         note=f"{len(ranked)} bank rows costed from their statistics; the best {len(picked)} diverse kept",
     )
     return candidates
+
+
+def refine_stage(state: RunState, objective, starts: torch.Tensor, settings, *, seed) -> torch.Tensor:
+    """CMA-ES against an emulator (``objective``, no simulation) from ``starts`` (S, P): each start's
+    best valid set over its run (the start itself where none beats it), (S, P) raw parameters."""
+    if state.has("refine"):
+        return state.load("refine")
+    tic = time.perf_counter()
+    searcher = MultiStartCMAES(objective, starts, settings, seed=seed)
+    first = objective(starts, keys=torch.arange(len(starts)) * settings.popsize)  # the starts' own scores
+    best = starts.clone()
+    best_total = torch.where(first.valid, first.total, torch.full_like(first.total, np.inf))
+    searcher.run()
+    for s, per_start in enumerate(searcher.history):
+        for b in per_start:
+            if b.valid and b.total < best_total[s]:
+                best[s], best_total[s] = b.theta, b.total
+    state.save("refine", best)
+    state.record(
+        "refine",
+        wall_s=time.perf_counter() - tic,
+        evaluations=int(objective.n_evaluations),
+        note=f"CMA-ES on the emulator from {len(starts)} bank rows, {searcher.generation} generations",
+    )
+    return best

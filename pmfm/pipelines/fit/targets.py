@@ -32,6 +32,7 @@ from pmfm.evaluate import map_correlations
 from pmfm.params import ParamSpace
 from pmfm.pipelines.config import ConfigError, load_data, load_test, simulator_of, variant_of
 from pmfm.pipelines.fit import report, stages
+from pmfm.pipelines.fit.amortised import amortised_candidates
 from pmfm.pipelines.fit.report import SKIPPED_TEST
 from pmfm.pipelines.fit.state import NOT_IDENTITY, RunState
 from pmfm.pipelines.folders import dataset_folder
@@ -90,6 +91,9 @@ def fit_targets(cfg: DictConfig, out_dir: Path) -> float:
     tic = time.perf_counter()
     if cfg.strategy.name == "bank":
         candidates, train_r = _bank_candidates(cfg, fits, simulator, variant)
+    elif cfg.strategy.name == "amortised":
+        _check_batch(fits)
+        candidates, train_r = amortised_candidates(cfg, state, out_dir, fits, simulator, variant)
     else:
         candidates, train_r = _search_candidates(cfg, state, fits, variant), int(cfg.strategy.repeats)
     shared = {"wall_s": time.perf_counter() - tic}
@@ -158,9 +162,20 @@ def _bank_candidates(cfg, fits, simulator, variant) -> tuple[list[stages.Candida
 def _search_candidates(cfg, state, fits, variant) -> list[stages.Candidates]:
     if cfg.strategy.name != "simulator":
         raise ConfigError(f"strategy={cfg.strategy.name} fits one data folder; with targets.path use "
-                          "strategy=simulator or strategy=bank")  # fmt: skip
+                          "strategy=simulator, bank or amortised")  # fmt: skip
+    _check_batch(fits)
+    s, first = cfg.strategy, fits[0]
+    return stages.targets_search(
+        state, first.space, [f.train for f in fits], first.simulator, variant, n_starts=s.n_starts,
+        repeats=s.repeats, settings=CMAESSettings(**{str(k): v for k, v in s.cmaes.items()}),
+        seed=int(cfg.seed), progress=cfg.progress,
+    )  # fmt: skip
+
+
+def _check_batch(fits: list[Fitted]) -> None:
+    """Targets simulated in one batch a generation share one protocol, SC and parameter space."""
     first = fits[0]
-    for f in fits[1:]:  # one batch a generation: one protocol, SC and parameter space for all
+    for f in fits[1:]:
         if f.simulator.protocol != first.simulator.protocol:
             raise ConfigError(f"{f.target.folder}: another TR or run length than {first.target.folder}: "
                               "targets simulated together share them; fit them in separate runs")  # fmt: skip
@@ -170,12 +185,6 @@ def _search_candidates(cfg, state, fits, variant) -> list[stages.Candidates]:
         if not np.array_equal(f.space.box, first.space.box) or f.space.limits != first.space.limits:
             raise ConfigError(f"{f.target.folder}: another parameter space than {first.target.folder} "
                               "(covariates, or FIC bounds from the mean FC): fit them apart")  # fmt: skip
-    s = cfg.strategy
-    return stages.targets_search(
-        state, first.space, [f.train for f in fits], first.simulator, variant, n_starts=s.n_starts,
-        repeats=s.repeats, settings=CMAESSettings(**{str(k): v for k, v in s.cmaes.items()}),
-        seed=int(cfg.seed), progress=cfg.progress,
-    )  # fmt: skip
 
 
 def _validate_and_report(cfg, f: Fitted, candidates, variant, train_r: int) -> dict:

@@ -1,0 +1,69 @@
+"""The emulator of simulated statistics as an objective: each set costed against its own target.
+
+An :class:`~pmfm.models.emulator.EmulatorModule` predicts target-free statistics; their cost against
+a target follows by ``cost_from_stats`` (pmfm.models.emulator.emulated_costs). With several targets
+the search's sample ids say which target a set belongs to (``target_of(keys)``, as
+:class:`~pmfm.evaluate.SimulatorObjective`), so one objective serves every target of a batched run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from pmfm.cost import CostVariant
+from pmfm.cost.variants import KONG2021
+from pmfm.data import EmpiricalData
+from pmfm.evaluate.objective import Evaluated
+from pmfm.models.emulator import EmulatorModule, emulated_costs
+from pmfm.params import ParamSpace
+from pmfm.search.surrogate import INFEASIBLE_SCORE
+
+
+class EmulatorObjective:
+    """Emulated costs of (B, P) raw parameters against ``targets[target_of(keys)]`` (one target:
+    ``target_of`` may be None). Infeasible sets score ``INFEASIBLE_SCORE`` and are invalid."""
+
+    def __init__(
+        self,
+        space: ParamSpace,
+        module: EmulatorModule,
+        targets: Sequence[EmpiricalData],
+        variant: CostVariant = KONG2021,
+        target_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        if len(targets) > 1 and target_of is None:
+            raise ValueError("several targets need target_of(keys) to say whose each set is")
+        self.space, self.module, self.targets = space, module, list(targets)
+        self.variant, self.target_of = variant, target_of
+        self.n_evaluations = 0
+
+    @torch.no_grad()
+    def __call__(
+        self, theta: torch.Tensor, *, keys: torch.Tensor | None = None, generation: int = 0
+    ) -> Evaluated:
+        """Score (B, P) raw parameters (``generation`` is ignored: the emulator has no noise)."""
+        theta = torch.as_tensor(theta, dtype=torch.float64)
+        theta = theta[None] if theta.ndim == 1 else theta
+        n = len(theta)
+        if self.target_of is None:
+            which = torch.zeros(n, dtype=torch.long)
+        elif keys is None:
+            raise ValueError("several targets: the sets' keys are needed to find their targets")
+        else:
+            which = self.target_of(torch.as_tensor(keys)).long()
+        feasible = self.space.is_feasible(theta).cpu()  # (B,)
+        total = torch.full((n,), INFEASIBLE_SCORE, dtype=torch.float64)
+        terms = {k: torch.full((n,), float("nan"), dtype=torch.float64) for k in ("fc_cost", "ks")}
+        valid = torch.zeros(n, dtype=torch.bool)
+        u = self.space.normalise(theta)
+        for t in which[feasible].unique().tolist():
+            rows = torch.nonzero(feasible & (which == t)).flatten()
+            data = self.targets[t]
+            costs = emulated_costs(self.module, u[rows], data.fc, data.fcd_cdf, self.variant, "fit")
+            total[rows] = costs.total.double()
+            terms["fc_cost"][rows], terms["ks"][rows] = costs.fc_cost.double(), costs.ks.double()
+            valid[rows] = (costs.n_valid_fc > 0) & (costs.n_valid_fcd > 0)
+        self.n_evaluations += n
+        return Evaluated(total=total, valid=valid, terms=terms)
