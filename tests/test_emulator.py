@@ -2,6 +2,8 @@
 is monotone, it learns a smooth known problem well enough to rank costs, it reloads without Hydra,
 and the bank's data module never splits a group."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import numpy as np
 import pytest
@@ -178,3 +180,25 @@ def test_bank_data_module_never_puts_one_group_in_two_splits(space, seed):
     again = BankDataModule(space, rows=rows, n_bins=N_BINS, split=(0.6, 0.2, 0.2), split_seed=seed)
     again.setup()
     assert all(np.array_equal(again.split_index[s], data.split_index[s]) for s in ("train", "val", "test"))
+
+
+def test_one_objective_costs_each_set_against_its_own_target_as_alone(trained, space):
+    from pmfm.search.emulated import EmulatorObjective
+    from pmfm.search.surrogate import INFEASIBLE_SCORE
+
+    module = trained[0]
+    targets = []
+    for u_star in (np.full(10, 0.5), np.linspace(0.1, 0.8, 10)):
+        fc, cdf = target(u_star)
+        targets.append(SimpleNamespace(fc=fc, fcd_cdf=cdf))  # what the objective reads of a target
+    theta = space.random_start(12, np.random.default_rng(4))  # (12, P) feasible sets
+    theta[5] = theta[5] * 1e3  # infeasible
+    keys = torch.arange(12)
+    both = EmulatorObjective(space, module, targets, target_of=lambda k: k % 2)(theta, keys=keys)
+    assert both.total[5] == INFEASIBLE_SCORE and not both.valid[5]
+    for t in (0, 1):
+        mine = (keys % 2 == t) & (keys != 5)
+        alone = emulated_costs(module, space.normalise(theta[mine]), targets[t].fc, targets[t].fcd_cdf)
+        torch.testing.assert_close(both.total[mine], alone.total.double())
+    with pytest.raises(ValueError, match="target_of"):
+        EmulatorObjective(space, module, targets)

@@ -1,9 +1,10 @@
 """The emulator of simulated statistics as an objective: each set costed against its own target.
 
-An :class:`~pmfm.models.emulator.EmulatorModule` predicts target-free statistics; their cost against
-a target follows by ``cost_from_stats`` (pmfm.models.emulator.emulated_costs). With several targets
-the search's sample ids say which target a set belongs to (``target_of(keys)``, as
-:class:`~pmfm.evaluate.SimulatorObjective`), so one objective serves every target of a batched run.
+An :class:`~pmfm.models.emulator.EmulatorModule` predicts target-free statistics, once for a batch;
+their cost against each set's target follows by ``cost_from_stats``, as for a bank's stored rows.
+With several targets the search's sample ids say which target a set belongs to
+(``target_of(keys)``, as :class:`~pmfm.evaluate.SimulatorObjective`), so one objective serves every
+target of a batched run.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from pmfm.cost import CostVariant
+from pmfm.cost.stats import cost_from_stats
 from pmfm.cost.variants import KONG2021
 from pmfm.data import EmpiricalData
 from pmfm.evaluate.objective import Evaluated
-from pmfm.models.emulator import EmulatorModule, emulated_costs
+from pmfm.models.emulator import EmulatorModule
 from pmfm.params import ParamSpace
 from pmfm.search.surrogate import INFEASIBLE_SCORE
 
@@ -57,13 +59,16 @@ class EmulatorObjective:
         total = torch.full((n,), INFEASIBLE_SCORE, dtype=torch.float64)
         terms = {k: torch.full((n,), float("nan"), dtype=torch.float64) for k in ("fc_cost", "ks")}
         valid = torch.zeros(n, dtype=torch.bool)
-        u = self.space.normalise(theta)
-        for t in which[feasible].unique().tolist():
-            rows = torch.nonzero(feasible & (which == t)).flatten()
+        rows = torch.nonzero(feasible).flatten()  # one emulator pass for every target's sets
+        stats = self.module.predict_stats(self.space.normalise(theta[rows])) if len(rows) else None
+        for t in which[rows].unique().tolist():
+            mine = torch.nonzero(which[rows] == t).flatten()
             data = self.targets[t]
-            costs = emulated_costs(self.module, u[rows], data.fc, data.fcd_cdf, self.variant, "fit")
-            total[rows] = costs.total.double()
-            terms["fc_cost"][rows], terms["ks"][rows] = costs.fc_cost.double(), costs.ks.double()
-            valid[rows] = (costs.n_valid_fc > 0) & (costs.n_valid_fcd > 0)
+            assert stats is not None
+            costs = cost_from_stats(stats[mine], data.fc, data.fcd_cdf, self.variant, "fit")
+            at = rows[mine]
+            total[at] = costs.total.double()
+            terms["fc_cost"][at], terms["ks"][at] = costs.fc_cost.double(), costs.ks.double()
+            valid[at] = (costs.n_valid_fc > 0) & (costs.n_valid_fcd > 0)
         self.n_evaluations += n
         return Evaluated(total=total, valid=valid, terms=terms)
