@@ -327,6 +327,10 @@ def test_the_amortised_strategy_polishes_from_the_bank_within_its_budget_and_res
     assert summary["polish"]["simulations"] == 2 * 2 * 2 * 2 * 2
     assert summary["refine"]["simulations"] == 0 and summary["refine"]["surrogate_evaluations"] > 0
     table = (run / "targets.csv").read_text()
+    counted = np.genfromtxt(run / "targets.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    for name, sims in zip(counted["target"], counted["simulations"], strict=True):
+        own = RunState(run / name).summary()
+        assert sims == 32 // 2 + own["validation"]["simulations"]  # its share of the polish, its validation
     space = cfg_space(tiny)
     emulator = EmulatorModule.load_from_checkpoint(run / "emulator.ckpt", map_location="cpu")
     refined = RunState(run).load("refine")
