@@ -10,7 +10,6 @@ here on the bank and saved in the run folder, so a resumed run uses the same one
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -28,8 +27,6 @@ from pmfm.pipelines.fit.state import RunState
 from pmfm.pipelines.folders import dataset_folder
 from pmfm.search.cmaes import CMAESSettings
 from pmfm.search.emulated import EmulatorObjective
-
-log = logging.getLogger(__name__)
 
 
 def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: list, simulator, variant):
@@ -101,12 +98,9 @@ def _joined(bank: stages.Candidates, polish: stages.Candidates) -> stages.Candid
         train=np.concatenate([bank.train, polish.train]),
         per_generation=polish.per_generation,
         per_generation_label=label,
-        train_valid=np.concatenate(
-            [
-                np.asarray(bank.train_valid if bank.train_valid is not None else np.zeros(len(bank.theta))),
-                np.asarray(
-                    polish.train_valid if polish.train_valid is not None else np.zeros(len(polish.theta))
-                ),
-            ]
-        ),
+        train_valid=np.concatenate([_valid(bank), _valid(polish)]),
     )
+
+
+def _valid(c: stages.Candidates) -> np.ndarray:
+    return np.zeros(len(c.theta)) if c.train_valid is None else np.asarray(c.train_valid)
