@@ -350,3 +350,31 @@ def test_the_amortised_strategy_polishes_from_the_bank_within_its_budget_and_res
     fit(cfg, run)  # resumed: every stage found on disk, the same table
     assert (run / "targets.csv").read_text() == table
     assert torch.equal(RunState(run).load("refine"), refined)
+
+
+def test_train_model_emulator_on_a_bank_reports_each_targets_held_out_ranking(tiny, tmp_path):
+    from pmfm.models.emulator import EmulatorModule
+    from pmfm.pipelines.emulator import train_emulator
+
+    bank = tmp_path / "bank"
+    _make(tiny, bank, tmp_path / "made")
+    overrides = [o for o in _overrides(tiny, bank) if o.startswith(("data", "protocol", "device", "dataset"))]
+    small = [
+        "model=emulator",
+        "model.hidden=16",
+        "model.depth=1",
+        "model.rank=4",
+        "trainer.max_epochs=3",
+        "logger=csv",
+        "datamodule.split=[0.5,0.5,0]",
+        "datamodule.test_groups=[start_00001]",
+    ]
+    cfg = compose_config("train", [*overrides, *small])
+    metrics = train_emulator(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    names = sorted(k.split("/")[-1] for k in saved if k.startswith("test/cost_spearman/"))
+    assert names == ["synthetic_000", "synthetic_001"]  # the bank's own targets, by default
+    assert all(-1 <= saved[f"test/cost_spearman/{n}"] <= 1 for n in names)
+    assert saved["test/cost_spearman_mean"] == pytest.approx(metrics["test/cost_spearman_mean"])
+    last = EmulatorModule.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert last.hparams["rank"] == 4 and last.fc_dirs.shape[0] == 4
