@@ -38,14 +38,19 @@ def read_vector(path: Path) -> np.ndarray:
     return x.reshape(-1)
 
 
-def read_mat_variable(path: Path, names: tuple[str, ...]) -> np.ndarray:
-    """The first of the variables `names` found in a MATLAB .mat file (v4 to v7.2)."""
+def read_mat(path: Path) -> dict:
+    """Every variable of a MATLAB .mat file (v4 to v7.2), as scipy reads them."""
     try:
-        contents = scipy.io.loadmat(path)
+        return scipy.io.loadmat(path)
     except NotImplementedError as err:  # scipy raises this for v7.3 (HDF5) files
         raise DataError(path, f"cannot read ({err})", "a MATLAB v7 or older .mat file (save -v7)") from err
     except Exception as err:  # scipy raises several types for corrupt files
         raise DataError(path, f"cannot read as a .mat file ({err})", "a MATLAB .mat file") from err
+
+
+def read_mat_variable(path: Path, names: tuple[str, ...]) -> np.ndarray:
+    """The first of the variables `names` found in a MATLAB .mat file (v4 to v7.2)."""
+    contents = read_mat(path)
     for name in names:
         if name in contents:
             return contents[name]

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from pmfm.data.checks import DataError, _check_finite
-from pmfm.data.readers import read_csv
+from pmfm.data.readers import read_csv, read_mat
 
 RUN_SUFFIXES = (".npy", ".csv", ".mat")
 
@@ -93,12 +92,7 @@ def read_run(path: Path) -> np.ndarray:
 
 def _mat_array(path: Path) -> np.ndarray:
     """The one 2-D numeric variable of a .mat file."""
-    try:
-        contents = scipy.io.loadmat(path)
-    except NotImplementedError as err:  # scipy raises this for v7.3 (HDF5) files
-        raise DataError(path, f"cannot read ({err})", "a MATLAB v7 or older .mat file (save -v7)") from err
-    except Exception as err:  # scipy raises several types for corrupt files
-        raise DataError(path, f"cannot read as a .mat file ({err})", "a MATLAB .mat file") from err
+    contents = read_mat(path)
     variables = {k: v for k, v in contents.items() if not k.startswith("__")}
     arrays = [
         v for v in variables.values() if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim == 2
