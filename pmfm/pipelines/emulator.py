@@ -10,7 +10,6 @@ search callback scores one target's cost and is not run here.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pmfm.data.checks import fcd_pair_count
 from pmfm.data.targets import Target, find_targets, is_target
 from pmfm.datasets.bank import Bank, bank_stats, fingerprint
 from pmfm.datasets.bank_datamodule import BankDataModule
+from pmfm.datasets.store import atomic_write_json
 from pmfm.models.emulator import EmulatorModule, emulated_costs
 from pmfm.models.metrics import spearman
 from pmfm.pipelines.config import fill_run_values, load_data, simulator_of, variant_of
@@ -82,12 +82,12 @@ def train_emulator(cfg: DictConfig, out_dir: Path, ckpt_path: str | None = None)
         if best:
             model = EmulatorModule.load_from_checkpoint(best, map_location="cpu")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        targets = bank_targets(cfg.get("targets", {}).get("path"), folder)
+        targets = checked_targets(cfg.get("targets", {}).get("path"), folder)
         agreement = cost_agreement(model, datamodule, held, targets, variant, fcd_total)
         metrics |= {f"{held}/cost_spearman/{name}": value for name, value in agreement.items()}
         if agreement:
             metrics[f"{held}/cost_spearman_mean"] = float(np.nanmean(list(agreement.values())))
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(out_dir / "metrics.json", metrics)
         print(
             agreement_table(agreement, held, len(datamodule.split_index[held]), datamodule.split_groups[held])
         )
@@ -139,7 +139,7 @@ def checkpoint_on_val(cfg: DictConfig, has_val: bool) -> None:
             del callbacks["model_checkpoint"]
 
 
-def bank_targets(path: str | None, bank: Path) -> list[Target]:
+def checked_targets(path: str | None, bank: Path) -> list[Target]:
     """The targets at ``path``, or every target folder under the bank's ``targets/`` (none: [])."""
     if path:
         return find_targets(path)
