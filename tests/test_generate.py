@@ -176,3 +176,30 @@ def test_folders_are_named_after_circuit_protocol_and_repeats_and_the_shipped_da
     assert manifest["complete"] and manifest["counts"]["rows"] == 1280
     assert (copy / "shard_00000.npz").read_bytes() == (shipped / "shard_00000.npz").read_bytes()
     assert not (copy / "shard_00000.partial").exists()
+
+
+def test_a_kill_between_the_first_cmaes_chunk_and_its_state_redoes_that_chunk(
+    tiny_folder, tmp_path, monkeypatch
+):
+    extra = [
+        "dataset=cmaes",
+        "dataset.cmaes.popsize=6",
+        "dataset.cmaes.mu=3",
+        "dataset.cmaes.max_generations=2",
+    ]
+    _generate(tiny_folder, tmp_path / "ref", tmp_path, *extra)
+    write_chunk = ShardStore.write_chunk
+
+    def killed_after_the_chunk(self, shard, index, rows, state=None):
+        write_chunk(self, shard, index, rows)  # the chunk is on disk, its state is not
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ShardStore, "write_chunk", killed_after_the_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        _generate(tiny_folder, tmp_path / "torn", tmp_path, *extra)
+    monkeypatch.setattr(ShardStore, "write_chunk", write_chunk)
+    _generate(tiny_folder, tmp_path / "torn", tmp_path, *extra)
+    name = "cmaes_pmfm_100tr_r3"
+    assert rows_checksum(load_dataset(tmp_path / "ref" / name)) == rows_checksum(
+        load_dataset(tmp_path / "torn" / name)
+    )

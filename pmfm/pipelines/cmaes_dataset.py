@@ -55,7 +55,9 @@ def fill_cmaes_shard(gen, shard: int) -> dict[str, np.ndarray]:
         objective, start_points(gen.space, spec.seed, starts), settings, seed=spec.seed, start_ids=starts
     )
     parts, state = gen.store.read_chunks(shard)
-    if state is not None:
+    if state is None:  # a kill between the first chunk and its state: that chunk is redone
+        parts = []
+    else:
         searcher.load_state_dict(state)
         gen._advance(sum(len(p["sample_id"]) for p in parts) * spec.repeats)
     while not searcher.done:
