@@ -46,6 +46,19 @@ def tiny_folder(tmp_path):
     return make_tiny_folder(tmp_path)
 
 
+@pytest.fixture
+def tiny_splits(tiny_folder):
+    """The tiny folder with its test split copied to train and vali (data for fits and banks)."""
+    from scipy.io import loadmat, savemat
+
+    cdf = loadmat(tiny_folder / "fcd_test.mat")["test_aveM"]
+    for split in ("train", "vali"):
+        shutil.copy(tiny_folder / "sc_test.csv", tiny_folder / f"sc_{split}.csv")
+        shutil.copy(tiny_folder / "fc_test.csv", tiny_folder / f"fc_{split}.csv")
+        savemat(tiny_folder / f"fcd_{split}.mat", {f"{split}_aveM": cdf})
+    return tiny_folder
+
+
 def make_tiny_folder(tmp_path):
     """The body of the ``tiny_folder`` fixture, for module-scoped fixtures."""
     from pmfm.cost import KONG2021, fc_matrix, fcd_cdf

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 from conftest import compose_config, tiny_overrides
-from scipy.io import loadmat, savemat
 
 from pmfm.datasets.bank import Bank
 from pmfm.datasets.store import DatasetError, rows_checksum
@@ -27,14 +26,9 @@ SMALL = [
 
 
 @pytest.fixture
-def tiny(tiny_folder):
+def tiny(tiny_splits):
     """The tiny data with train and vali splits (the bank's own data, and a target)."""
-    cdf = loadmat(tiny_folder / "fcd_test.mat")["test_aveM"]
-    for split in ("train", "vali"):
-        shutil.copy(tiny_folder / "sc_test.csv", tiny_folder / f"sc_{split}.csv")
-        shutil.copy(tiny_folder / "fc_test.csv", tiny_folder / f"fc_{split}.csv")
-        savemat(tiny_folder / f"fcd_{split}.mat", {f"{split}_aveM": cdf})
-    return tiny_folder
+    return tiny_splits
 
 
 def _overrides(folder, bank, *extra):

@@ -285,17 +285,8 @@ def fic_overrides(folder) -> list[str]:
 
 
 @pytest.fixture
-def fic_folders(tiny_folder):
-    import shutil
-
-    from scipy.io import loadmat, savemat
-
-    cdf = loadmat(tiny_folder / "fcd_test.mat")["test_aveM"]
-    for split in ("train", "vali"):
-        shutil.copy(tiny_folder / "sc_test.csv", tiny_folder / f"sc_{split}.csv")
-        shutil.copy(tiny_folder / "fc_test.csv", tiny_folder / f"fc_{split}.csv")
-        savemat(tiny_folder / f"fcd_{split}.mat", {f"{split}_aveM": cdf})
-    return tiny_folder
+def fic_folders(tiny_splits):
+    return tiny_splits
 
 
 def _stage_overrides(folder, root) -> list[str]:
