@@ -346,6 +346,64 @@ def test_the_amortised_strategy_polishes_from_the_bank_within_its_budget_and_res
     assert torch.equal(RunState(run).load("refine"), refined)
 
 
+def test_the_polish_joins_the_bank_fine_tunes_the_emulator_and_resumes_after_a_kill_to_the_same(
+    tiny, subjects, tmp_path, monkeypatch
+):
+    import torch
+
+    from pmfm.datasets.store import load_dataset
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.fit.state import RunState
+    from pmfm.pipelines.results import read_results
+
+    banks = tmp_path / "bank", tmp_path / "bank_copy"
+    _make(tiny, banks[0], tmp_path / "made")
+    shutil.copytree(banks[0], banks[1])
+    n_bank = len(Bank(banks[0]).load()["theta"])
+    extra = [*AMORTISED, "strategy.fine_tune.epochs=60", f"targets.path={subjects}"]
+    runs = tmp_path / "fit", tmp_path / "killed"
+    fit(compose_config("fit", [*_fit_overrides(tiny, banks[0]), *extra]), runs[0])
+
+    save = RunState.save
+
+    def killed_after_generation_2(self, name, obj):  # the shard written and the emulator tuned, not saved
+        if name == "polish_progress" and obj["cmaes"]["generation"] == 2:
+            raise KeyboardInterrupt
+        save(self, name, obj)
+
+    cfg = compose_config("fit", [*_fit_overrides(tiny, banks[1]), *extra])
+    monkeypatch.setattr(RunState, "save", killed_after_generation_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, runs[1])
+    monkeypatch.undo()
+    fit(cfg, runs[1])
+
+    parts = [[p for p in Bank(b).parts() if p.name.startswith("polish_")] for b in banks]
+    assert [p.name for p in parts[0]] == [p.name for p in parts[1]] and len(parts[0]) == 1
+    rows = load_dataset(parts[0][0])
+    # 2 targets x 2 starts x the emulator's best 2 of each population x 2 generations, at the polish's R
+    assert (
+        len(rows["theta"]) == 16 and len(np.unique(rows["sample_id"])) == 16 and (rows["repeats"] == 2).all()
+    )
+    assert len(Bank(banks[0]).load()["theta"]) == n_bank + 16  # a later run ranks them too
+    assert rows_checksum(load_dataset(parts[1][0])) == rows_checksum(rows)  # the rerun generation: not twice
+    learned = [RunState(r).load("polish_progress")["learner"] for r in runs]
+    assert len(learned[0]["report"]) == 2
+    for _, n_new, before, after in learned[0]["report"]:
+        assert n_new == 8 and after < before  # the emulator learns from what it chose
+    for name, weights in learned[0]["emulator"].items():
+        assert torch.equal(weights, learned[1]["emulator"][name]), name
+    simulated = {tuple(t) for t in rows["theta"].tolist()}
+    for found in RunState(runs[0]).load("polish"):  # each target's kept polish sets are rows of the part
+        assert {tuple(t) for t in found["theta"].tolist()} <= simulated
+    space = cfg_space(tiny)
+    for name in ("synthetic_000", "synthetic_001"):
+        results = [read_results(r / name / "results.csv", space) for r in runs]
+        assert torch.equal(results[0].theta, results[1].theta)
+        for stage, costs in results[0].costs.items():
+            assert np.array_equal(costs, results[1].costs[stage], equal_nan=True), stage
+
+
 def test_train_model_emulator_on_a_bank_reports_each_targets_held_out_ranking(tiny, tmp_path):
     from pmfm.models.emulator import EmulatorModule
     from pmfm.pipelines.emulator import train_emulator

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +99,19 @@ class Bank:
         """Every part folder, sorted by name."""
         return sorted(p.parent for p in self.folder.glob("*/manifest.json"))
 
-    def load(self) -> dict[str, np.ndarray]:
-        """Every complete shard of every part, with a ``part`` column (its index in ``parts()``) and
-        sample ids, starts and shards renumbered so that they are unique in the bank."""
+    def load(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Every complete shard of every part (or of the parts ``names``, folder names), with a
+        ``part`` column (its index among them) and sample ids, starts and shards renumbered so that
+        they are unique in the bank."""
         out: list[dict[str, np.ndarray]] = []
         offsets = dict.fromkeys(OFFSET_COLUMNS, 0)
-        for index, part in enumerate(self.parts()):
+        parts = self.parts()
+        if names is not None:
+            missing = sorted(set(names) - {p.name for p in parts})
+            if missing:
+                raise DatasetError(f"{self.folder}: no part {', '.join(missing)} (a part was removed)")
+            parts = [p for p in parts if p.name in set(names)]
+        for index, part in enumerate(parts):
             rows = load_dataset(part)
             if not len(rows["sample_id"]):
                 continue

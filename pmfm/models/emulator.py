@@ -253,3 +253,34 @@ def emulated_costs(
     """The cost of parameter sets u (B, P) against one target, from their emulated statistics, by
     the same path as a bank's stored ones (:func:`pmfm.cost.stats.cost_from_stats`)."""
     return cost_from_stats(module.predict_stats(u, normalised), emp_fc, emp_cdf, variant, stage)
+
+
+def fine_tune(
+    module: EmulatorModule,
+    batch: dict[str, Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 64,
+) -> None:
+    """Train ``module`` further on ``batch`` (the columns of BankDataModule.encode): ``epochs``
+    passes in an order fixed by ``seed``, so a rerun gives the same weights."""
+    generator = torch.Generator().manual_seed(int(seed))
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=module.hparams["weight_decay"])
+    module.train()
+    for _ in range(epochs):
+        for rows in torch.randperm(len(batch["x"]), generator=generator).split(batch_size):
+            part = {k: v[rows] for k, v in batch.items()}
+            loss = module.losses(module(part["x"]), part)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    module.eval()
+
+
+@torch.no_grad()
+def mean_loss(module: EmulatorModule, batch: dict[str, Tensor]) -> float:
+    """The emulator's training loss over a whole ``batch`` (eval mode)."""
+    module.eval()
+    return float(module.losses(module(batch["x"]), batch)["loss"])

@@ -184,14 +184,15 @@ def agreement_table(agreement: dict[str, float], split: str, n_rows: int, groups
 
 
 def train_on_bank(
-    folder: Path, space, data, variant: CostVariant, fcd_total: int, model_cfg: DictConfig, *,
+    rows: dict[str, np.ndarray], space, data, variant: CostVariant, fcd_total: int, model_cfg: DictConfig, *,
     epochs: int, seed: int, save_to: Path, progress: bool = True,
 ) -> None:  # fmt: skip
-    """An emulator trained on every row of the bank at ``folder`` (no held-out split), as
+    """An emulator trained on every one of a bank's loaded ``rows`` (no held-out split), as
     ``python -m pmfm.train model=emulator`` would build it, saved as the checkpoint ``save_to``
     (atomically); for a fit that has no checkpoint."""
     L.seed_everything(seed, workers=True)
-    datamodule = BankDataModule(space, folder, n_bins=variant.n_bins, split=(1.0, 0.0, 0.0), split_seed=seed)
+    split = (1.0, 0.0, 0.0)
+    datamodule = BankDataModule(space, rows=rows, n_bins=variant.n_bins, split=split, split_seed=seed)
     datamodule.setup()
     model = build_emulator(model_cfg, datamodule, data, space.box.tolist(), fcd_total, epochs)
     trainer = L.Trainer(

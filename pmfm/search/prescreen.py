@@ -26,7 +26,8 @@ class PrescreenedObjective:
     scores lowest; the rest ranked behind them (see the module docstring).
 
     ``theta`` arrives as consecutive blocks of ``group_size`` (one start's population each, as
-    :class:`~pmfm.search.cmaes.MultiStartCMAES` batches them). Counts: ``simulated_sets`` (sets
+    :class:`~pmfm.search.cmaes.MultiStartCMAES` batches them); the term ``simulated`` (B,) marks
+    the simulated sets. Counts: ``simulated_sets`` (sets
     sent to the simulator, each simulated R times) and ``scored_sets`` (surrogate evaluations).
     """
 
@@ -74,4 +75,5 @@ class PrescreenedObjective:
             full = torch.full((n_sets, *values.shape[1:]), fill, dtype=values.dtype)
             full[chosen] = values
             terms[name] = full
+        terms["simulated"] = ~rest  # (B,) the sets the simulator ran
         return Evaluated(total=total, valid=valid, terms=terms)

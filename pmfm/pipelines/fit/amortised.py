@@ -3,30 +3,39 @@
 Per target: the bank's best diverse rows by cost from their stored statistics (no simulation);
 CMA-ES against the emulator from the best ``n_starts`` of them (no simulation); a short
 simulator-in-the-loop CMA-ES polish from the refined points, the emulator choosing which candidates
-are simulated, all targets in one batch a generation. The bank's rows and the polish's candidates go
-to the usual validation stage. The emulator is a checkpoint (``strategy.emulator``) or is trained
-here on the bank and saved in the run folder, so a resumed run uses the same one.
+are simulated, all targets in one batch a generation. After each polish generation its simulations
+join the bank (a part of this run's own, ``polish_<hash>``) and fine-tune the emulator on the bank
+and every polish row so far, so the next generation's choice learns from them. The bank's rows and
+the polish's candidates go to the usual validation stage. The emulator is a checkpoint
+(``strategy.emulator``) or is trained here on the bank and saved in the run folder; the bank parts
+a run started with are recorded, so a resumed run ranks, trains and fine-tunes on the same rows.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pmfm.cost import fcd_pair_count
+from pmfm.cost import Costs, fcd_pair_count
 from pmfm.datasets.bank import Bank, bank_stats, fingerprint
-from pmfm.models.emulator import EmulatorModule
+from pmfm.datasets.bank_datamodule import BankDataModule
+from pmfm.datasets.store import ShardStore, concat_rows, rows_from, sha256
+from pmfm.models.emulator import EmulatorModule, fine_tune, mean_loss
 from pmfm.pipelines.config import ConfigError
 from pmfm.pipelines.emulator import train_on_bank
 from pmfm.pipelines.fit import stages
 from pmfm.pipelines.fit.state import RunState
 from pmfm.pipelines.folders import dataset_folder
-from pmfm.search.cmaes import CMAESSettings
+from pmfm.pipelines.generation import config_hash, package_versions
+from pmfm.search.cmaes import CMAESSettings, GenerationResult
 from pmfm.search.emulated import EmulatorObjective
+
+log = logging.getLogger(__name__)
 
 
 def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: list, simulator, variant):
@@ -34,7 +43,10 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     s, first = cfg.strategy, fits[0]
     folder = dataset_folder(cfg, simulator)
     bank = Bank(folder)
-    rows = bank.load()
+    if not state.has("bank_parts"):  # the parts as they are now: later ones (this run's own) stay out
+        state.save("bank_parts", [p.name for p in bank.parts()])
+    names = state.load("bank_parts")
+    rows = bank.load(names)
     for f in fits:
         bank.check(fingerprint(f.train, f.simulator, variant), f"target {f.target.folder}")
     fcd_total = fcd_pair_count(first.simulator.protocol.n_tr, variant.window)
@@ -48,7 +60,7 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     ]  # fmt: skip
     if any(len(r.theta) < s.n_starts for r in ranked):
         raise ConfigError(f"strategy.n_starts={s.n_starts}: a target has fewer diverse usable bank rows")
-    emulator = _emulator(cfg, state, out_dir, folder, first, variant, fcd_total)
+    emulator = _emulator(cfg, state, out_dir, rows, first, variant, fcd_total)
     n_targets, n_starts = len(fits), int(s.n_starts)
     trains = [f.train for f in fits]
 
@@ -61,15 +73,43 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     refined = stages.refine_stage(state, objective, starts, refine, seed=int(cfg.seed))
     polish = CMAESSettings(**{str(k): v for k, v in s.cmaes.items()})
     prescreen = EmulatorObjective(first.space, emulator, trains, variant, target_of(polish.popsize))
+    part = _polish_part(cfg, folder, names, fits, polish) if s.join_bank else None
+    encode = BankDataModule(first.space, rows=rows, n_bins=variant.n_bins).encode
+    learner = PolishLearner(
+        emulator, encode, encode(rows), part, popsize=polish.popsize, starts=n_targets * n_starts,
+        generations=polish.max_generations, repeats=stats.repeats, epochs=int(s.fine_tune.epochs),
+        lr=float(s.fine_tune.lr), seed=int(cfg.seed),
+    )  # fmt: skip
     polished = stages.targets_search(
         state, first.space, trains, first.simulator, variant, n_starts=n_starts, repeats=int(s.repeats),
         settings=polish, seed=int(cfg.seed), prescreen=prescreen, simulate_top=int(s.simulate_top),
-        progress=cfg.progress, starts=refined, name="polish",
+        progress=cfg.progress, starts=refined, name="polish", learner=learner,
     )  # fmt: skip
+    for r in learner.report:
+        log.info("polish generation %d: emulator loss on its %d new rows %.3f -> %.3f (fine-tuned)", *r)
     return [_joined(a, b) for a, b in zip(ranked, polished, strict=True)], stats.repeats
 
 
-def _emulator(cfg, state: RunState, out_dir: Path, folder: Path, first, variant, fcd_total) -> EmulatorModule:
+def _polish_part(cfg, folder: Path, names: list[str], fits: list, polish: CMAESSettings) -> ShardStore:
+    """The bank part this run's polish joins: named by the parts it started from, the seed, the
+    strategy and the targets, so a resumed run finds its own and another run makes another."""
+    identity = {
+        "parts": names,
+        "seed": int(cfg.seed),
+        "strategy": OmegaConf.to_container(cfg.strategy, resolve=True),
+        "targets": [[f.target.name, _digest(f.train.fc)] for f in fits],
+    }
+    made = {
+        "dataset": {"name": "polish", "num_shards": polish.max_generations},
+        "dim": fits[0].space.dim,
+        "polish": identity,
+    }
+    part = ShardStore(folder / f"polish_{config_hash(made)[:8]}")
+    part.claim(made, config_hash(made), package_versions())
+    return part
+
+
+def _emulator(cfg, state: RunState, out_dir: Path, rows, first, variant, fcd_total) -> EmulatorModule:
     """The configured checkpoint, or one trained on the bank (once: saved as <run>/emulator.ckpt)."""
     s = cfg.strategy
     path = Path(s.emulator) if s.emulator else out_dir / "emulator.ckpt"
@@ -79,7 +119,7 @@ def _emulator(cfg, state: RunState, out_dir: Path, folder: Path, first, variant,
         return EmulatorModule.load_from_checkpoint(path, map_location="cpu").eval()
     tic = time.perf_counter()
     train_on_bank(
-        folder, first.space, first.train, variant, fcd_total, cfg.model,
+        rows, first.space, first.train, variant, fcd_total, cfg.model,
         epochs=int(s.train_epochs), seed=int(cfg.seed), save_to=path, progress=cfg.progress,
     )  # fmt: skip
     state.record(
@@ -102,5 +142,70 @@ def _joined(bank: stages.Candidates, polish: stages.Candidates) -> stages.Candid
     )
 
 
+def _digest(array) -> str:
+    return sha256(np.ascontiguousarray(np.asarray(array, dtype=np.float64)).tobytes())[:16]
+
+
 def _valid(c: stages.Candidates) -> np.ndarray:
     return np.zeros(len(c.theta)) if c.train_valid is None else np.asarray(c.train_valid)
+
+
+class PolishLearner:
+    """Each polish generation's simulated sets: written as a shard of the bank part ``part`` (None:
+    kept out of the bank), then ``epochs`` passes of fine-tuning the emulator on the bank's rows
+    (``bank``, encoded) and every polish row so far, in an order fixed by the seed and generation."""
+
+    def __init__(self, emulator: EmulatorModule, encode, bank: dict, part: ShardStore | None, *,
+                 popsize: int, starts: int, generations: int, repeats: int, epochs: int, lr: float,
+                 seed: int):  # fmt: skip
+        self.emulator, self.encode, self.bank, self.part = emulator, encode, bank, part
+        self.popsize, self.starts, self.generations, self.repeats = popsize, starts, generations, repeats
+        self.epochs, self.lr, self.seed = epochs, lr, seed
+        self.rows: list[dict[str, np.ndarray]] = []  # a generation's simulated sets each
+        self.report: list[tuple] = []  # (generation, new rows, loss on them before, after) each
+
+    def after(self, result: GenerationResult) -> None:
+        new = self._rows(result)
+        self.rows.append(new)
+        if self.part is not None:
+            self.part.write_shard(result.generation - 1, new, {"generation": result.generation})
+            self.part.update_manifest(self.generations)
+        if not self.epochs or not len(new["theta"]):
+            return
+        fresh = self.encode(new)
+        before = mean_loss(self.emulator, fresh)
+        seen = concat_rows(self.rows, new["theta"].shape[1])
+        batch = {k: torch.cat([self.bank[k], v]) for k, v in self.encode(seen).items()}
+        seed = int(np.random.SeedSequence([self.seed, result.generation]).generate_state(1)[0])
+        fine_tune(self.emulator, batch, epochs=self.epochs, lr=self.lr, seed=seed)
+        self.report.append((result.generation, len(fresh["x"]), before, mean_loss(self.emulator, fresh)))
+
+    def _rows(self, result: GenerationResult) -> dict[str, np.ndarray]:
+        """The generation's simulated sets as bank rows (sample ids: the search's own)."""
+        per_start = []
+        for sg in result.starts:
+            if not len(sg.candidates):
+                continue
+            chosen = np.flatnonzero(sg.terms.get("simulated", torch.ones(len(sg.total), dtype=torch.bool)))
+            t = {k: v[chosen] for k, v in sg.terms.items()}
+            costs = Costs(
+                t["fc_cost"], t["fc_l1"], t["ks"], sg.total[chosen], t["n_valid_fc"], t["n_valid_fcd"],
+                repeats=self.repeats, mean_rate=t.get("mean_rate"), n_valid_rate=t.get("n_valid_rate"),
+            )  # fmt: skip
+            keys = ((result.generation - 1) * self.starts + sg.start) * self.popsize + chosen
+            per_start.append(rows_from(
+                sg.candidates[chosen], costs, t, sample_id=keys, shard=result.generation - 1,
+                start=sg.start, generation=result.generation - 1,
+            ))  # fmt: skip
+        return concat_rows(per_start, self.emulator.hparams["n_params"])
+
+    def state_dict(self) -> dict:
+        return {
+            "emulator": {k: v.clone() for k, v in self.emulator.state_dict().items()},
+            "rows": self.rows,
+            "report": self.report,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.emulator.load_state_dict(state["emulator"])
+        self.rows, self.report = list(state["rows"]), list(state["report"])

@@ -72,6 +72,7 @@ def simulator_search(
 def targets_search(
     state: RunState, space, targets: list, simulator, variant, *, n_starts, repeats, settings, seed,
     prescreen=None, simulate_top: int = 0, progress: bool = True, starts=None, name: str = "search",
+    learner=None,
 ) -> list[Candidates]:  # fmt: skip
     """:func:`simulator_search` of every target at once: ``n_starts`` starts a target (target t has
     starts t n .. t n + n - 1, each the start it would have alone), every start's population
@@ -80,6 +81,8 @@ def targets_search(
 
     ``starts``: (T n, P) raw starting points (default: random starts); ``name``: the stage's name in
     ``state`` (its progress is ``<name>_progress``). ``prescreen`` gets the sample ids as ``keys``.
+    ``learner``: ``learner.after(result)`` sees every generation's result (simulations keep their
+    statistics), and its ``state_dict()`` is saved with the progress, so a resumed search resumes it.
     """
     if state.has(name):
         budget = state.load(f"{name}_progress")["cmaes"]["settings"]["max_generations"]
@@ -98,6 +101,7 @@ def targets_search(
     simulate = SimulatorObjective(
         space, targets[0] if n_targets == 1 else list(targets), simulator, repeats=repeats, seed=seed,
         variant=variant, common_noise=True, target_of=None if n_targets == 1 else target_of,
+        keep_stats=learner is not None,
     )  # fmt: skip
     screened = None
     if prescreen is not None:
@@ -120,6 +124,8 @@ def targets_search(
         saved = state.load(f"{name}_progress")
         searcher.load_state_dict(saved["cmaes"])
         counts = saved["progress"]
+        if learner is not None:
+            learner.load_state_dict(saved["learner"])
         log.info("resuming the search after generation %d", searcher.generation)
     bar = progress_bar(settings.max_generations, name, unit="gen", enabled=progress)
     bar.update(searcher.generation)
@@ -127,6 +133,8 @@ def targets_search(
         tic = time.perf_counter()
         before = 0 if screened is None else screened.simulated_sets
         result = searcher.step()
+        if learner is not None:
+            learner.after(result)
         counts["wall_s"] += time.perf_counter() - tic
         if screened is None:
             simulated = result.batch_size
@@ -140,10 +148,11 @@ def targets_search(
             result.generation,
             simulated,
             repeats,
-            "" if prescreen is None else f" (of {result.batch_size} scored by the surrogate)",
+            "" if prescreen is None else f" (of {result.batch_size} pre-scored)",
             best,
         )
-        state.save(f"{name}_progress", {"cmaes": searcher.state_dict(), "progress": counts})
+        learned = {} if learner is None else {"learner": learner.state_dict()}
+        state.save(f"{name}_progress", {"cmaes": searcher.state_dict(), "progress": counts, **learned})
         bar.update(1)
         bar.set_postfix(best=f"{best:.4f}", sims=counts["simulations"])
     bar.close()
