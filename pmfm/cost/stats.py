@@ -109,7 +109,7 @@ def cost_from_stats(
     cat = {f: torch.cat([getattr(p, f) for p in parts]) for f in ("fc_cost", "fc_l1", "ks", "total")}
     return Costs(
         **cat,
-        n_valid_fc=stats.n_valid_fc.clone(),
-        n_valid_fcd=stats.n_valid_fcd.clone(),
+        n_valid_fc=stats.n_valid_fc.cpu().clone(),
+        n_valid_fcd=stats.n_valid_fcd.cpu().clone(),
         repeats=stats.repeats,
     )

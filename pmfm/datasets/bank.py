@@ -128,16 +128,17 @@ class Bank:
         return {k: np.concatenate([rows[k] for rows in out]) for k in keys}
 
 
-def bank_stats(rows: dict[str, np.ndarray], fcd_total: int) -> SetStats:
-    """The statistics columns of loaded bank rows as :class:`~pmfm.cost.stats.SetStats`."""
+def bank_stats(rows: dict[str, np.ndarray], fcd_total: int, device=None) -> SetStats:
+    """The statistics columns of loaded bank rows as :class:`~pmfm.cost.stats.SetStats`, on ``device``
+    (a GPU costs a large bank against many targets far faster)."""
     missing = [k for k in ("fc_z", "fcd_levels") if k not in rows]
     if missing:
         raise DatasetError(f"bank rows without {', '.join(missing)}: made before statistics were kept")
     return SetStats(
-        fc_z=torch.from_numpy(rows["fc_z"]),
-        fcd_levels=torch.from_numpy(rows["fcd_levels"].astype(np.int32)),
-        n_valid_fc=torch.from_numpy(rows["n_valid_fc"].astype(np.int64)),
-        n_valid_fcd=torch.from_numpy(rows["n_valid_fcd"].astype(np.int64)),
+        fc_z=torch.from_numpy(rows["fc_z"]).to(device),
+        fcd_levels=torch.from_numpy(rows["fcd_levels"].astype(np.int32)).to(device),
+        n_valid_fc=torch.from_numpy(rows["n_valid_fc"].astype(np.int64)).to(device),
+        n_valid_fcd=torch.from_numpy(rows["n_valid_fcd"].astype(np.int64)).to(device),
         fcd_total=int(fcd_total),
         repeats=int(rows["repeats"].max(initial=1)),
     )

@@ -159,6 +159,8 @@ def cost_agreement(
     """Per target, the Spearman correlation over a split's rows of the emulated total cost and the
     total from the rows' stored statistics (both by cost_from_stats)."""
     index = datamodule.split_index[split]
+    if not len(index):  # trained on every row (datamodule.split=[1,0,0]): nothing held out to rank
+        return {}
     rows = {k: v[index] for k, v in datamodule.load().items()}
     stored = bank_stats(rows, fcd_total)
     u = datamodule.dataset(split)[:]["x"]
@@ -179,25 +181,27 @@ def agreement_table(agreement: dict[str, float], split: str, n_rows: int, groups
     lines = [f"emulated vs stored-statistics total cost, Spearman over {where}:"]
     lines += [f"  {name:<24} {value:.3f}" for name, value in agreement.items()]
     if not agreement:
-        lines.append("  no target (targets.path=<folder of targets>)")
+        lines.append("  no held-out row or no target (targets.path=<folder of targets>)")
     return "\n".join(lines)
 
 
 def train_on_bank(
     rows: dict[str, np.ndarray], space, data, variant: CostVariant, fcd_total: int, model_cfg: DictConfig, *,
-    epochs: int, seed: int, save_to: Path, progress: bool = True,
+    epochs: int, seed: int, save_to: Path, batch_size: int = 64, progress: bool = True,
 ) -> None:  # fmt: skip
     """An emulator trained on every one of a bank's loaded ``rows`` (no held-out split), as
     ``python -m pmfm.train model=emulator`` would build it, saved as the checkpoint ``save_to``
     (atomically); for a fit that has no checkpoint."""
     L.seed_everything(seed, workers=True)
     split = (1.0, 0.0, 0.0)
-    datamodule = BankDataModule(space, rows=rows, n_bins=variant.n_bins, split=split, split_seed=seed)
+    datamodule = BankDataModule(
+        space, rows=rows, n_bins=variant.n_bins, split=split, split_seed=seed, batch_size=batch_size
+    )
     datamodule.setup()
     model = build_emulator(model_cfg, datamodule, data, space.box.tolist(), fcd_total, epochs)
     trainer = L.Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
-        enable_model_summary=False, limit_val_batches=0, deterministic=True, accelerator="cpu",
+        enable_model_summary=False, limit_val_batches=0, deterministic=True, accelerator="auto",
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     tmp = save_to.with_name(save_to.name + ".tmp")

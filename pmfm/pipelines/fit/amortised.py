@@ -36,6 +36,9 @@ from pmfm.search.cmaes import CMAESSettings, GenerationResult
 from pmfm.search.emulated import EmulatorObjective
 
 log = logging.getLogger(__name__)
+EMULATOR_FILE = (
+    "emulator.ckpt"  # an emulator of the bank's rows, kept in the bank folder (the shipped bank has one)
+)
 
 
 def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: list, simulator, variant):
@@ -50,7 +53,7 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     for f in fits:
         bank.check(fingerprint(f.train, f.simulator, variant), f"target {f.target.folder}")
     fcd_total = fcd_pair_count(first.simulator.protocol.n_tr, variant.window)
-    stats = bank_stats(rows, fcd_total)
+    stats = bank_stats(rows, fcd_total, first.simulator.torch_device)
     if stats.repeats != s.repeats:
         raise ConfigError(f"strategy.repeats={s.repeats}: the polish costs at the bank's R = {stats.repeats}")
     ranked = [
@@ -60,7 +63,7 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     ]  # fmt: skip
     if any(len(r.theta) < s.n_starts for r in ranked):
         raise ConfigError(f"strategy.n_starts={s.n_starts}: a target has fewer diverse usable bank rows")
-    emulator = _emulator(cfg, state, out_dir, rows, first, variant, fcd_total)
+    emulator = _emulator(cfg, state, out_dir, folder, rows, first, variant, fcd_total)
     n_targets, n_starts = len(fits), int(s.n_starts)
     trains = [f.train for f in fits]
 
@@ -76,7 +79,8 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     part = _polish_part(cfg, folder, names, fits, polish) if s.join_bank else None
     encode = BankDataModule(first.space, rows=rows, n_bins=variant.n_bins).encode
     learner = PolishLearner(
-        emulator, encode, encode(rows), part, popsize=polish.popsize, starts=n_targets * n_starts,
+        emulator, encode, encode(_replayed(rows, int(s.fine_tune.bank_rows), int(cfg.seed))), part,
+        popsize=polish.popsize, starts=n_targets * n_starts,
         generations=polish.max_generations, repeats=stats.repeats, epochs=int(s.fine_tune.epochs),
         lr=float(s.fine_tune.lr), seed=int(cfg.seed),
     )  # fmt: skip
@@ -109,18 +113,24 @@ def _polish_part(cfg, folder: Path, names: list[str], fits: list, polish: CMAESS
     return part
 
 
-def _emulator(cfg, state: RunState, out_dir: Path, rows, first, variant, fcd_total) -> EmulatorModule:
-    """The configured checkpoint, or one trained on the bank (once: saved as <run>/emulator.ckpt)."""
+def _emulator(
+    cfg, state: RunState, out_dir: Path, folder: Path, rows, first, variant, fcd_total
+) -> EmulatorModule:
+    """The configured checkpoint, else the bank's own (``<bank>/emulator.ckpt``, as the shipped bank
+    has), else one trained on the bank's rows (once: saved as <run>/emulator.ckpt)."""
     s = cfg.strategy
-    path = Path(s.emulator) if s.emulator else out_dir / "emulator.ckpt"
-    if s.emulator and not path.is_file():
-        raise ConfigError(f"strategy.emulator={path}: no such checkpoint")
+    if s.emulator and not Path(s.emulator).is_file():
+        raise ConfigError(f"strategy.emulator={s.emulator}: no such checkpoint")
+    given = [Path(s.emulator)] if s.emulator else [folder / EMULATOR_FILE]
+    path = next((p for p in given if p.is_file()), out_dir / EMULATOR_FILE)
     if path.is_file():
+        log.info("emulator: %s", path)
         return EmulatorModule.load_from_checkpoint(path, map_location="cpu").eval()
     tic = time.perf_counter()
     train_on_bank(
         rows, first.space, first.train, variant, fcd_total, cfg.model,
-        epochs=int(s.train_epochs), seed=int(cfg.seed), save_to=path, progress=cfg.progress,
+        epochs=int(s.train_epochs), seed=int(cfg.seed), save_to=path, batch_size=int(s.train_batch_size),
+        progress=cfg.progress,
     )  # fmt: skip
     state.record(
         "emulator", wall_s=time.perf_counter() - tic, note=f"trained on the bank, {s.train_epochs} epochs"
@@ -142,6 +152,14 @@ def _joined(bank: stages.Candidates, polish: stages.Candidates) -> stages.Candid
     )
 
 
+def _replayed(rows: dict[str, np.ndarray], n: int, seed: int) -> dict[str, np.ndarray]:
+    """At most ``n`` of the bank's rows, drawn by ``seed``: what fine-tuning replays beside the polish's."""
+    if len(rows["theta"]) <= n:
+        return rows
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows["theta"]), n, replace=False))
+    return {k: v[keep] for k, v in rows.items()}
+
+
 def _digest(array) -> str:
     return sha256(np.ascontiguousarray(np.asarray(array, dtype=np.float64)).tobytes())[:16]
 
@@ -152,7 +170,7 @@ def _valid(c: stages.Candidates) -> np.ndarray:
 
 class PolishLearner:
     """Each polish generation's simulated sets: written as a shard of the bank part ``part`` (None:
-    kept out of the bank), then ``epochs`` passes of fine-tuning the emulator on the bank's rows
+    kept out of the bank), then ``epochs`` passes of fine-tuning the emulator on bank rows
     (``bank``, encoded) and every polish row so far, in an order fixed by the seed and generation."""
 
     def __init__(self, emulator: EmulatorModule, encode, bank: dict, part: ShardStore | None, *,

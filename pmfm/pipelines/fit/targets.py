@@ -156,7 +156,8 @@ def _bank_candidates(cfg, fits, simulator, variant) -> tuple[list[stages.Candida
     rows = bank.load()
     for f in fits:  # the bank's SC, covariates, protocol, FCD bins and circuit: every target's
         bank.check(fingerprint(f.train, f.simulator, variant), f"target {f.target.folder}")
-    stats = bank_stats(rows, fcd_pair_count(fits[0].simulator.protocol.n_tr, variant.window))
+    n_tr = fits[0].simulator.protocol.n_tr
+    stats = bank_stats(rows, fcd_pair_count(n_tr, variant.window), simulator.torch_device)
     top_k, diversity = cfg.strategy.top_k, cfg.validation.diversity
     found = [
         stages.bank_stage(f.state, rows, stats, f.space, f.train, variant, top_k=top_k, diversity=diversity)
