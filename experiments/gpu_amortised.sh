@@ -30,10 +30,10 @@ echo "step,exit,wall_s" >"$OUT/steps.csv"
 step targets 90 python3 -m pmfm.targets synthetic="$N" seed=1 out="$TARGETS/all" overwrite=true $EXTRA $TARGETS_EXTRA
 if [ "$HCP" = 1 ]; then  # the bundled group (a data folder, train and vali splits) as a target
   rm -rf "$TARGETS/all/hcp_group" && cp -r pmfm/data/bundled/hcp_desikan68 "$TARGETS/all/hcp_group"
-  ln -sfn "$PWD/$TARGETS/all/hcp_group" "$TARGETS/subset/hcp_group"
 fi
-for k in 000 001 002 003; do
-  [ -d "$TARGETS/all/synthetic_$k" ] && ln -sfn "$PWD/$TARGETS/all/synthetic_$k" "$TARGETS/subset/synthetic_$k"
+ALL=$(cd "$TARGETS/all" && pwd)
+for name in hcp_group synthetic_000 synthetic_001 synthetic_002 synthetic_003; do
+  [ -d "$ALL/$name" ] && ln -sfn "$ALL/$name" "$TARGETS/subset/$name"
 done
 # shellcheck disable=SC2086
 step bank 150 python3 -m pmfm.generate dataset="$BANK" paths.datasets="$DATASETS" progress=false $EXTRA $BANK_EXTRA

@@ -183,7 +183,7 @@ def targets_search(
         simulations=int(counts["simulations"]),
         evaluations=int(counts.get("evaluations", 0)),
         note=f"{n_starts} starts{of}, {searcher.generation} generations, population {settings.popsize}"
-        + ("" if prescreen is None else f", the surrogate's best {simulate_top} per start simulated"),
+        + ("" if prescreen is None else f", the pre-screen's best {simulate_top} per start simulated"),
     )
     return found
 
