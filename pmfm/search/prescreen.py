@@ -27,8 +27,8 @@ class PrescreenedObjective:
 
     ``theta`` arrives as consecutive blocks of ``group_size`` (one start's population each, as
     :class:`~pmfm.search.cmaes.MultiStartCMAES` batches them); the term ``simulated`` (B,) marks
-    the simulated sets. Counts: ``simulated_sets`` (sets
-    sent to the simulator, each simulated R times) and ``scored_sets`` (surrogate evaluations).
+    the simulated sets. Counts: ``simulated_sets`` (sets sent to the simulator, each simulated R
+    times) and ``scored_sets`` (surrogate evaluations).
     """
 
     def __init__(self, simulator: Objective, surrogate: Objective, *, group_size: int, simulate_top: int):

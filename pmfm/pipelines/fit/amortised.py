@@ -36,9 +36,7 @@ from pmfm.search.cmaes import CMAESSettings, GenerationResult
 from pmfm.search.emulated import EmulatorObjective
 
 log = logging.getLogger(__name__)
-EMULATOR_FILE = (
-    "emulator.ckpt"  # an emulator of the bank's rows, kept in the bank folder (the shipped bank has one)
-)
+EMULATOR_FILE = "emulator.ckpt"  # a bank's own emulator, in its folder (the shipped bank has one)
 
 
 def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: list, simulator, variant):
@@ -121,8 +119,8 @@ def _emulator(
     s = cfg.strategy
     if s.emulator and not Path(s.emulator).is_file():
         raise ConfigError(f"strategy.emulator={s.emulator}: no such checkpoint")
-    given = [Path(s.emulator)] if s.emulator else [folder / EMULATOR_FILE]
-    path = next((p for p in given if p.is_file()), out_dir / EMULATOR_FILE)
+    path = Path(s.emulator) if s.emulator else folder / EMULATOR_FILE
+    path = path if path.is_file() else out_dir / EMULATOR_FILE
     if path.is_file():
         log.info("emulator: %s", path)
         return EmulatorModule.load_from_checkpoint(path, map_location="cpu").eval()
