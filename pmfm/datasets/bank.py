@@ -31,10 +31,10 @@ BANK_FILE = "bank.json"
 OFFSET_COLUMNS = ("sample_id", "start", "shard")  # renumbered per part on loading, so they stay unique
 
 
-def _sha(array) -> str:
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(array, dtype=np.float64)).tobytes()).hexdigest()[
-        :16
-    ]
+def array_digest(array) -> str:
+    """A short hash of an array's float64 values (what a bank's fingerprint compares)."""
+    data = np.ascontiguousarray(np.asarray(array, dtype=np.float64)).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def fingerprint(data, simulator: Simulator, variant: CostVariant) -> dict:
@@ -42,8 +42,8 @@ def fingerprint(data, simulator: Simulator, variant: CostVariant) -> dict:
     return {
         "circuit": simulator.circuit,
         "n_regions": int(data.n_regions),
-        "sc": _sha(data.sc),
-        "covariates": _sha(data.basis()),
+        "sc": array_digest(data.sc),
+        "covariates": array_digest(data.basis()),
         "protocol": dataclasses.asdict(simulator.protocol),
         "fcd": variant.fcd_settings,
     }

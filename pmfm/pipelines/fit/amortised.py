@@ -22,9 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pmfm.cost import Costs, fcd_pair_count
-from pmfm.datasets.bank import Bank, bank_stats, fingerprint
+from pmfm.datasets.bank import Bank, array_digest, bank_stats, fingerprint
 from pmfm.datasets.bank_datamodule import BankDataModule
-from pmfm.datasets.store import ShardStore, concat_rows, rows_from, sha256
+from pmfm.datasets.store import ShardStore, concat_rows, rows_from
 from pmfm.models.emulator import EmulatorModule, fine_tune, mean_loss
 from pmfm.pipelines.config import ConfigError
 from pmfm.pipelines.emulator import train_on_bank
@@ -99,7 +99,7 @@ def _polish_part(cfg, folder: Path, names: list[str], fits: list, polish: CMAESS
         "parts": names,
         "seed": int(cfg.seed),
         "strategy": OmegaConf.to_container(cfg.strategy, resolve=True),
-        "targets": [[f.target.name, _digest(f.train.fc)] for f in fits],
+        "targets": [[f.target.name, array_digest(f.train.fc)] for f in fits],
     }
     made = {
         "dataset": {"name": "polish", "num_shards": polish.max_generations},
@@ -156,10 +156,6 @@ def _replayed(rows: dict[str, np.ndarray], n: int, seed: int) -> dict[str, np.nd
         return rows
     keep = np.sort(np.random.default_rng(seed).choice(len(rows["theta"]), n, replace=False))
     return {k: v[keep] for k, v in rows.items()}
-
-
-def _digest(array) -> str:
-    return sha256(np.ascontiguousarray(np.asarray(array, dtype=np.float64)).tobytes())[:16]
 
 
 def _valid(c: stages.Candidates) -> np.ndarray:
