@@ -195,6 +195,47 @@ def test_surrogate_cv_holds_out_every_run_and_reuses_its_predictions(tiny_folder
     )
 
 
+def test_emulator_cv_holds_out_every_cmaes_run_and_resumes_from_its_checkpoints(tiny_splits, tmp_path):
+    from pmfm.datasets.bank import Bank
+    from pmfm.datasets.bank_datamodule import BankDataModule
+    from pmfm.models.emulator import EmulatorModule
+    from pmfm.pipelines.dataset import make_dataset
+    from pmfm.studies.emulator_cv import mean_prediction
+
+    bank = tmp_path / "bank"
+    small = ["dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
+             "dataset.cmaes.synthetic=2", "dataset.cmaes.synthetic_near_dataset=0",
+             "dataset.cmaes.synthetic_min_reliability=0", "dataset.cmaes.popsize=6", "dataset.cmaes.mu=2",
+             "dataset.cmaes.max_generations=2", "progress=false", f"dataset.folder={bank}"]  # fmt: skip
+    with initialize_config_module("pmfm.conf", version_base="1.3"):
+        made = [o.replace("data.split=test", "data.split=train") for o in tiny_overrides(tiny_splits)]
+        (tmp_path / "made").mkdir()
+        make_dataset(compose("generate", overrides=[*made, *small]), tmp_path / "made")
+    args = [f"study.bank={bank}", "study.members=2", "study.epochs=3", "model.hidden=16", "model.depth=1",
+            "model.rank=4"]  # fmt: skip
+    summary, table = _run("emulator_cv", tiny_splits, tmp_path / "cv", *args)
+    checkpoints = sorted((tmp_path / "cv" / "members").glob("*.ckpt"))
+    assert len(checkpoints) == 4  # 2 held-out runs x 2 members
+    runs = sorted({r["run"] for r in summary["per_run"]})
+    assert len(runs) == 2 and all(r.startswith("cmaes_synthetic_00") for r in runs)
+    own = {(r["target"], r["run"][:19]) for r in summary["per_run"] if r["own_target"]}
+    assert own == {
+        ("bank/synthetic_000", "cmaes_synthetic_000"),
+        ("bank/synthetic_001", "cmaes_synthetic_001"),
+    }
+    assert [r["target"] for r in table] == ["bank/synthetic_000", "bank/synthetic_001"]
+    times = [c.stat().st_mtime_ns for c in checkpoints]
+    again, _ = _run("emulator_cv", tiny_splits, tmp_path / "cv", *args)  # resumed: nothing retrained
+    assert [c.stat().st_mtime_ns for c in checkpoints] == times
+    assert again["targets"] == summary["targets"]
+    member = EmulatorModule.load_from_checkpoint(checkpoints[0]).eval()  # two equal members: the member
+    rows = Bank(bank).load()
+    u = BankDataModule(_tiny_space(tiny_splits), rows=rows, n_bins=10_000).encode(rows)["x"]
+    mean, alone = mean_prediction([member, member], u), member.predict_stats(u)
+    assert torch.equal(mean.fcd_levels, alone.fcd_levels) and torch.equal(mean.n_valid_fc, alone.n_valid_fc)
+    assert torch.allclose(mean.fc_z.float(), alone.fc_z.float(), atol=1e-6)
+
+
 def test_linearised_bold_fc_ranks_features_and_its_balloon_transfer_is_the_steady_state_slope(
     tiny_folder, tmp_path
 ):

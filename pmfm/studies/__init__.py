@@ -10,6 +10,7 @@ and every study runs through the same pipeline functions as the other commands.
     parameter_recovery  fit synthetic targets made from known parameters with both strategies
     speedup             time per candidate evaluation and whole-fit wall time, side by side
     surrogate_cv        leave-one-CMA-ES-run-out ranking of a model config
+    emulator_cv         leave-one-CMA-ES-run-out costing by the emulator of a bank
     surrogate_ceiling   the noise ceiling of ranking held-out samples, and a checkpoint against it
     fit_acceptance      the chosen sets of a simulator and a surrogate fit re-simulated with fresh noise
     linearised_bold_fc  the linearised model's BOLD covariance as a ranker of the FC cost
@@ -38,6 +39,7 @@ STUDIES = (
     "parameter_recovery",
     "speedup",
     "surrogate_cv",
+    "emulator_cv",
     "surrogate_ceiling",
     "fit_acceptance",
     "linearised_bold_fc",
