@@ -11,7 +11,6 @@ kept per run and member, so a killed study resumes (docs/emulator.md).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ from pmfm.pipelines.emulator import checked_targets, train_on_bank
 from pmfm.pipelines.progress import progress_bar
 from pmfm.studies.report import markdown_table, provenance, write_json, write_summary, write_table
 
-log = logging.getLogger(__name__)
 SHIPPED_BANK = BUNDLED_DATASETS / "bank_pmfm_1200tr_r3"
 GOAL = 0.9  # Spearman asked of the emulator on held-out runs
 
