@@ -83,6 +83,15 @@ def make_tiny_folder(tmp_path):
     return folder
 
 
+# a bank on the tiny data: 2 Sobol shards of 6, CMA-ES against 2 synthetic subjects (6 x 2 generations)
+SMALL_BANK = [
+    "dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
+    "dataset.cmaes.synthetic=2", "dataset.cmaes.synthetic_near_dataset=0",
+    "dataset.cmaes.synthetic_min_reliability=0", "dataset.cmaes.popsize=6", "dataset.cmaes.mu=2",
+    "dataset.cmaes.max_generations=2", "progress=false",
+]  # fmt: skip
+
+
 def tiny_overrides(folder) -> list[str]:
     """Hydra overrides that shrink a run to the tiny folder: 100 TRs, short warm-up (protocol=tiny)."""
     return ["data=folder", f"data.path={folder}", "data.split=test", "protocol=tiny", "device=cpu"]

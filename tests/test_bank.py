@@ -11,18 +11,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import compose_config, tiny_overrides
+from conftest import SMALL_BANK, compose_config, tiny_overrides
 
 from pmfm.datasets.bank import Bank
 from pmfm.datasets.store import DatasetError, rows_checksum
-
-# a bank on the tiny data: 2 Sobol shards of 6, CMA-ES against 2 synthetic subjects (6 x 2 generations)
-SMALL = [
-    "dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
-    "dataset.cmaes.synthetic=2", "dataset.cmaes.synthetic_near_dataset=0",
-    "dataset.cmaes.synthetic_min_reliability=0", "dataset.cmaes.popsize=6", "dataset.cmaes.mu=2",
-    "dataset.cmaes.max_generations=2", "progress=false",
-]  # fmt: skip
 
 
 @pytest.fixture
@@ -33,7 +25,7 @@ def tiny(tiny_splits):
 
 def _overrides(folder, bank, *extra):
     base = [o for o in tiny_overrides(folder) if not o.startswith("data.split")]
-    return [*base, "data.split=train", f"dataset.folder={bank}", *SMALL, *extra]
+    return [*base, "data.split=train", f"dataset.folder={bank}", *SMALL_BANK, *extra]
 
 
 def _make(folder, bank, out, *extra):

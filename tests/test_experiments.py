@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_overrides, write_synthetic_dataset
+from conftest import SMALL_BANK, tiny_overrides, write_synthetic_dataset
 from hydra import compose, initialize_config_module
 
 from pmfm.data import load_folder
@@ -203,10 +203,7 @@ def test_emulator_cv_holds_out_every_cmaes_run_and_resumes_from_its_checkpoints(
     from pmfm.studies.emulator_cv import mean_prediction
 
     bank = tmp_path / "bank"
-    small = ["dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
-             "dataset.cmaes.synthetic=2", "dataset.cmaes.synthetic_near_dataset=0",
-             "dataset.cmaes.synthetic_min_reliability=0", "dataset.cmaes.popsize=6", "dataset.cmaes.mu=2",
-             "dataset.cmaes.max_generations=2", "progress=false", f"dataset.folder={bank}"]  # fmt: skip
+    small = [*SMALL_BANK, f"dataset.folder={bank}"]
     with initialize_config_module("pmfm.conf", version_base="1.3"):
         made = [o.replace("data.split=test", "data.split=train") for o in tiny_overrides(tiny_splits)]
         (tmp_path / "made").mkdir()
