@@ -4,8 +4,8 @@ therefore costs exactly 0 there: the fit must come close to it."""
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, tiny_overrides
-from test_bank import AMORTISED, SMALL
+from conftest import SMALL_BANK, compose_config, tiny_overrides
+from test_bank import AMORTISED
 
 # 200 TRs ((200 + 2) x 72 - 1 steps of 0.01 s); the tiny folder's FCD (100 TRs) rescaled to them
 TR_200 = ["protocol.duration_s=145.43", "data.fcd_n_tr=100"]
@@ -63,7 +63,7 @@ def test_an_amortised_fit_comes_close_to_a_truth_that_costs_0_under_its_own_nois
 
     bank = tmp_path / "bank"
     (tmp_path / "made").mkdir()
-    make_dataset(compose_config("generate", _overrides(tiny_splits, bank, *SMALL)), tmp_path / "made")
+    make_dataset(compose_config("generate", _overrides(tiny_splits, bank, *SMALL_BANK)), tmp_path / "made")
     run = tmp_path / "fit"
     fit(
         compose_config("fit", _overrides(tiny_splits, bank, *FIT, *AMORTISED, f"targets.path={subject}")), run
