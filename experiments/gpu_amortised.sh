@@ -2,7 +2,7 @@
 # The amortised fit's acceptance at GPU scale, in one go on a bare GPU machine (torch, Triton, Lightning
 # there; Hydra, omegaconf and cma carried in $SITE). Every step is logged under $OUT, timed and bounded.
 #   1. targets: N synthetic subjects (seed 1) + the bundled HCP group; a subset (the group + 4 subjects)
-#   2. the bank: dataset=bank_gpu (10,000 Sobol + 80 CMA-ES runs against 40 subjects of its own seed)
+#   2. the bank: dataset=bank_gpu (10,000 Sobol + 10,000 starts + 80 CMA-ES runs against 40 subjects of its own seed)
 #   3. strategy=amortised on all N + 1 targets (emulator trained in the run, counted in its wall time)
 #   4. the simulator strategy on the subset, batched, at the GPU acceptance budget (60,000 a target)
 #   5. the amortised run again with compare_to: every stage found on disk, the side-by-side table

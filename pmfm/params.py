@@ -275,7 +275,7 @@ class ParamSpace:
         out = []
         for _ in range(n):
             for _ in range(max_tries):
-                theta = self._draw_least_squares(rng)
+                theta = self.draw_start(rng)
                 if bool(self.is_feasible(theta[None])[0]):
                     out.append(theta)
                     break
@@ -283,7 +283,8 @@ class ParamSpace:
                 raise ParamError(f"no feasible least-squares start in {max_tries} draws")
         return torch.as_tensor(np.stack(out))
 
-    def _draw_least_squares(self, rng: np.random.Generator) -> np.ndarray:
+    def draw_start(self, rng: np.random.Generator) -> np.ndarray:
+        """One (P,) least-squares draw as :meth:`random_start` makes them, not yet checked feasible."""
         n = self.n_regions
         maps = {name: rng.uniform(*self.limits.of(name), size=n) for name in MAPS}
         g = rng.uniform(*self.limits.G)

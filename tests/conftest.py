@@ -86,6 +86,7 @@ def make_tiny_folder(tmp_path):
 # a bank on the tiny data: 2 Sobol shards of 6, CMA-ES against 2 synthetic subjects (6 x 2 generations)
 SMALL_BANK = [
     "dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
+    "dataset.starts.num_shards=1", "dataset.starts.shard_size=4", "dataset.starts.chunk_size=2",
     "dataset.cmaes.synthetic=2", "dataset.cmaes.synthetic_near_dataset=0",
     "dataset.cmaes.synthetic_min_reliability=0", "dataset.cmaes.popsize=6", "dataset.cmaes.mu=2",
     "dataset.cmaes.max_generations=2", "progress=false",

@@ -42,17 +42,17 @@ def test_bank_rows_carry_statistics_and_a_later_plan_appends_its_own_parts(tiny,
     check = made["stats_check"]  # every row against its own part's target: stats vs exact cost
     assert check["rows"] == len(first["sample_id"])
     assert max(check[k] for k in ("total", "fc_cost", "ks")) <= 0.002
-    assert len(first["sample_id"]) == 2 * 6 + 2 * 6 * 2  # Sobol, then 2 targets x 6 x 2 generations
+    assert len(first["sample_id"]) == 2 * 6 + 4 + 2 * 6 * 2  # Sobol, starts, 2 targets x 6 x 2 generations
     assert first["fc_z"].shape == (len(first["sample_id"]), 28) and first["fc_z"].dtype == np.float16
     assert first["fcd_levels"].shape[1] == 1000 and first["fcd_levels"].dtype == np.uint16
-    assert sorted({p.name.split("_")[0] for p in Bank(bank).parts()}) == ["cmaes", "sobol"]
+    assert sorted({p.name.split("_")[0] for p in Bank(bank).parts()}) == ["cmaes", "sobol", "starts"]
     _make(tiny, bank, tmp_path / "run1b")  # the same plan again: complete, nothing added
     assert rows_checksum(Bank(bank).load()) == rows_checksum(first)
     _make(tiny, bank, tmp_path / "run2", "dataset.seed=5", "dataset.cmaes.synthetic=0")  # another plan
     both = Bank(bank).load()
-    assert len(both["sample_id"]) == len(first["sample_id"]) + 12
+    assert len(both["sample_id"]) == len(first["sample_id"]) + 12 + 4
     assert len(np.unique(both["sample_id"])) == len(both["sample_id"])  # ids unique across parts
-    assert len(Bank(bank).parts()) == 4
+    assert len(Bank(bank).parts()) == 6
 
 
 def test_two_plans_appending_at_once_as_joblib_shards(tiny, tmp_path):
@@ -61,7 +61,7 @@ def test_two_plans_appending_at_once_as_joblib_shards(tiny, tmp_path):
     bank = tmp_path / "bank"
     launch = [
         "hydra/launcher=joblib_local", "hydra.launcher.n_jobs=4", "dataset.seed=1,2",
-        "dataset.shard_index=0,2", f"hydra.sweep.dir={tmp_path}/sweep",
+        "dataset.shard_index=0,3", f"hydra.sweep.dir={tmp_path}/sweep",
     ]  # fmt: skip
     args = [sys.executable, "-m", "pmfm.generate", "-m", *_overrides(tiny, bank), *launch]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)

@@ -194,8 +194,8 @@ def test_fic_parameter_space_names_bounds_and_starts():
     starts = space.random_start(20, np.random.default_rng(1))
     assert bool(space.is_feasible(starts).all())
     # the myelin coefficients are half the least-squares ones: replay the draw without halving
-    plain = ParamSpace(basis, bounds=release)._draw_least_squares(np.random.default_rng(5))
-    halved = space._draw_least_squares(np.random.default_rng(5))
+    plain = ParamSpace(basis, bounds=release).draw_start(np.random.default_rng(5))
+    halved = space.draw_start(np.random.default_rng(5))
     np.testing.assert_allclose(halved[[1, 4]], plain[[1, 4]] / 2)
     np.testing.assert_allclose(np.delete(halved, [1, 4]), np.delete(plain, [1, 4]))
     bad = starts[:1].clone()

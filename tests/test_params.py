@@ -8,6 +8,7 @@ import torch
 from scipy.optimize import linprog
 
 from pmfm.data import bundled_path, load_bundled
+from pmfm.datasets.samplers import FeasibleStream
 from pmfm.params import COEFFICIENT_NAMES, Bounds, ParamError, ParamSpace, read_params_csv
 from pmfm.sim import SimProtocol, Simulator, simulate
 
@@ -156,6 +157,25 @@ def test_random_start_feasible_reproducible_and_centred(space):
     assert 1.0 <= g.min().item() and g.max().item() <= 10.0  # every start inside G's bounds
     assert g.min().item() < 1.5 and 9.5 < g.max().item()  # and reaching both ends (misses with p ~ 1e-5)
     assert 0.4 < (g < 5.5).double().mean().item() < 0.6
+
+
+def test_start_stream_draws_as_random_start_does_and_denser_than_sobol(space):
+    """A bank's ``start`` samples: feasible, the same per seed and shard, distributed as the fits'
+    random starts (coordinate means within 4 SE over 1,000 draws each) and about half as spread
+    in every coefficient as Sobol points of the feasible set."""
+    stream = FeasibleStream(space, "start", seed=0, shard=1)
+    drawn = stream.take(1000)  # (1000, 10)
+    assert bool(space.is_feasible(drawn).all()) and stream.acceptance > 0.9
+    torch.testing.assert_close(FeasibleStream(space, "start", 0, 1).take(50), drawn[:50], rtol=0, atol=0)
+    assert not torch.equal(FeasibleStream(space, "start", 0, 2).take(50), drawn[:50])
+    u = space.normalise(drawn)
+    ref = space.normalise(space.random_start(1000, np.random.default_rng(9)))
+    se = torch.sqrt((u.var(0) + ref.var(0)) / 1000)
+    assert ((u.mean(0) - ref.mean(0)).abs() < 4 * se).all()
+    sobol = space.normalise(FeasibleStream(space, "sobol", 0, 1).take(1000))
+    coefficients = [i for i, name in enumerate(COEFFICIENT_NAMES) if name != "G"]  # G is drawn uniformly
+    ratio = u.std(0)[coefficients] / sobol.std(0)[coefficients]
+    assert (ratio < 0.65).all() and (ratio > 0.2).all()
 
 
 def test_normalise_round_trip(space, example):

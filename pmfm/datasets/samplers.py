@@ -13,21 +13,24 @@ from scipy.stats import qmc
 from pmfm.params import ParamSpace
 
 DRAW_BATCH = 4096  # candidate points drawn per rejection round
+START_BATCH = 64  # start: least-squares draws per round (each solves a small least-squares problem)
 
 
 class FeasibleStream:
     """An endless, deterministic stream of feasible points of ``space`` for one shard.
 
     kind ``uniform``: uniform in the normalised box; ``sobol``: a scrambled Sobol sequence in the
-    box; ``around``: Gaussian perturbations (``scale``, in normalised units) of ``centers``, cycled.
+    box; ``around``: Gaussian perturbations (``scale``, in normalised units) of ``centers``, cycled;
+    ``start``: the fits' own random starts (:meth:`ParamSpace.random_start`), far denser near the
+    middle of the feasible set than the box's Sobol points.
     Infeasible candidates are rejected; ``acceptance`` reports the accepted share so far.
     """
 
     def __init__(
         self, space: ParamSpace, kind: str, seed: int, shard: int, centers=None, scale: float = 0.02
     ):
-        if kind not in ("uniform", "sobol", "around"):
-            raise ValueError(f"unknown sampler {kind!r}; expected uniform, sobol or around")
+        if kind not in ("uniform", "sobol", "around", "start"):
+            raise ValueError(f"unknown sampler {kind!r}; expected uniform, sobol, around or start")
         self.space, self.kind, self.scale = space, kind, scale
         self.rng = np.random.default_rng([seed, shard])
         self.sobol = qmc.Sobol(d=space.dim, scramble=True, seed=self.rng) if kind == "sobol" else None
@@ -60,6 +63,9 @@ class FeasibleStream:
             return self.rng.uniform(size=(DRAW_BATCH, self.space.dim))
         if self.sobol is not None:
             return self.sobol.random(DRAW_BATCH)
+        if self.kind == "start":
+            draws = np.stack([self.space.draw_start(self.rng) for _ in range(START_BATCH)])
+            return self.space.normalise(torch.as_tensor(draws)).numpy()
         index = (self.next_center + np.arange(DRAW_BATCH)) % len(self.centers)
         self.next_center = int((self.next_center + DRAW_BATCH) % len(self.centers))
         return self.centers[index] + self.scale * self.rng.standard_normal((DRAW_BATCH, self.space.dim))

@@ -1,9 +1,10 @@
 """Make (or add to) a bank of simulated statistics: ``python -m pmfm.generate dataset=bank``.
 
 A bank run has parts (pmfm.datasets.bank): space-filling Sobol samples of the feasible set on the
-run's data, and Kong2021's CMA-ES against each of a spread of targets (by default synthetic subjects
-made here with their own seed, so that they are never the targets a fit is judged on), so that the
-regions where good fits live are covered. Every sample keeps its statistics (pmfm.cost.stats).
+run's data; samples drawn as a fit's random starts are (denser in the middle of the set, where
+reliable subjects lie); Kong2021's CMA-ES against each of a spread of targets (by default synthetic
+subjects made here with their own seed, so that they are never the targets a fit is judged on), so
+that the regions where good fits live are covered. Every sample keeps its statistics (pmfm.cost.stats).
 ``dataset.shard_index`` picks one shard of the whole plan (Hydra multirun: ``-m
 dataset.shard_index=0,1,...`` with the joblib or SLURM launcher); a rerun skips what is complete.
 """
@@ -34,6 +35,7 @@ from pmfm.pipelines.targets import synthetic_subjects
 
 log = logging.getLogger(__name__)
 CMAES_KEYS = ("popsize", "mu", "sigma0", "sigma_cap", "max_generations")
+STARTS_SEED = 100_000  # added to dataset.seed: the starts' own draws and noise, never a CMA-ES part's seed
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,19 @@ class Part:
 
 
 def bank_parts(cfg: DictConfig, bank: Bank, simulator, variant, space) -> list[Part]:
-    """The parts of the configured bank run: Sobol samples, then CMA-ES runs against each target."""
+    """The parts of the configured bank run: Sobol samples, random starts, then CMA-ES runs against
+    each target."""
     d = cfg.dataset
     data = load_data(cfg.data, simulator, variant)
     bank.claim(fingerprint(data, simulator, variant))
     parts = []
     if d.sobol.num_shards > 0:
         spec = DatasetSpec(name="sobol", strategy="sobol", seed=d.seed, repeats=d.repeats, **dict(d.sobol))
+        parts.append(_part(bank, spec, data, simulator, variant, space))
+    if d.starts.num_shards > 0:
+        spec = DatasetSpec(
+            name="starts", strategy="start", seed=d.seed + STARTS_SEED, repeats=d.repeats, **dict(d.starts)
+        )
         parts.append(_part(bank, spec, data, simulator, variant, space))
     for k, target in enumerate(bank_targets(cfg, bank.folder, data, simulator, variant)):
         target_data = target.load("train", window=variant.window, n_bins=variant.n_bins)
@@ -156,7 +164,7 @@ def stats_check(parts: list[Part], simulator, variant) -> dict:
 
 
 def _simulations(spec: DatasetSpec) -> int:
-    if spec.strategy == "sobol":
+    if spec.strategy != "cmaes":
         return spec.shard_size * spec.repeats
     c = spec.cmaes
     return int(c["n_starts"]) * int(c["popsize"]) * int(c["max_generations"]) * spec.repeats

@@ -28,7 +28,7 @@ from pmfm.params import ParamSpace
 from pmfm.pipelines.cmaes_dataset import fill_cmaes_shard
 from pmfm.sim.simulator import Simulator
 
-SAMPLERS = ("uniform", "sobol", "around")
+SAMPLERS = ("uniform", "sobol", "around", "start")
 STRATEGIES = (*SAMPLERS, "cmaes")
 
 
