@@ -3,7 +3,7 @@
 # of simulated statistics on the bundled HCP group's SC, covariates and protocol, then the emulator
 # trained on all its rows, then both copied into the package (where dataset=bank finds them: a fit
 # copies the shipped bank to paths.datasets before adding to it, and uses its emulator.ckpt).
-#   CPU (the shipped one): 1,920 simulations, 21 min, then 45 s of training, 2-core AMD EPYC.
+#   CPU (the shipped one): 3,456 simulations, 37 min, then 50 s of training, 2-core AMD EPYC.
 #   GPU: DATASET=bank_gpu bash experiments/make_shipped_bank.sh (a larger bank, the same steps).
 # Usage: bash experiments/make_shipped_bank.sh   (from the repository root, the package installed)
 set -eu
