@@ -83,7 +83,8 @@ def make_tiny_folder(tmp_path):
     return folder
 
 
-# a bank on the tiny data: 2 Sobol shards of 6, CMA-ES against 2 synthetic subjects (6 x 2 generations)
+# a bank on the tiny data: 2 Sobol shards of 6, 4 random starts, CMA-ES against 2 synthetic subjects
+# (6 x 2 generations)
 SMALL_BANK = [
     "dataset=bank", "dataset.repeats=2", "dataset.sobol.shard_size=6", "dataset.sobol.chunk_size=3",
     "dataset.starts.num_shards=1", "dataset.starts.shard_size=4", "dataset.starts.chunk_size=2",
