@@ -93,6 +93,14 @@ SMALL_BANK = [
     "dataset.cmaes.max_generations=2", "progress=false",
 ]  # fmt: skip
 
+# an amortised fit shrunk to the small bank: a tiny emulator, short refinement and polish
+AMORTISED = [
+    "strategy=amortised", "strategy.train_epochs=20", "strategy.top_k=3", "strategy.n_starts=2",
+    "strategy.refine.popsize=8", "strategy.refine.mu=2", "strategy.refine.max_generations=3",
+    "strategy.repeats=2", "strategy.simulate_top=2", "strategy.cmaes.popsize=6", "strategy.cmaes.mu=2",
+    "strategy.cmaes.max_generations=2", "model.hidden=16", "model.depth=1", "model.rank=4",
+]  # fmt: skip
+
 
 def tiny_overrides(folder) -> list[str]:
     """Hydra overrides that shrink a run to the tiny folder: 100 TRs, short warm-up (protocol=tiny)."""

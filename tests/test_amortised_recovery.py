@@ -4,8 +4,7 @@ therefore costs exactly 0 there: the fit must come close to it."""
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_BANK, compose_config, tiny_overrides
-from test_bank import AMORTISED
+from conftest import AMORTISED, SMALL_BANK, compose_config, tiny_overrides
 
 # 200 TRs ((200 + 2) x 72 - 1 steps of 0.01 s); the tiny folder's FCD (100 TRs) rescaled to them
 TR_200 = ["protocol.duration_s=145.43", "data.fcd_n_tr=100"]

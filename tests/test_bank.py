@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import SMALL_BANK, compose_config, tiny_overrides
+from conftest import AMORTISED, SMALL_BANK, compose_config, tiny_overrides
 
 from pmfm.datasets.bank import Bank
 from pmfm.datasets.store import DatasetError, rows_checksum
@@ -282,14 +282,6 @@ def test_targets_that_cannot_share_a_batch_or_a_table_are_refused_naming_the_fil
     Bank(tmp_path / "bad_bank").path.write_text("{not json")
     with pytest.raises(DatasetError, match=r"bank.json: unreadable bank file"):
         Bank(tmp_path / "bad_bank").read()
-
-
-AMORTISED = [
-    "strategy=amortised", "strategy.train_epochs=20", "strategy.top_k=3", "strategy.n_starts=2",
-    "strategy.refine.popsize=8", "strategy.refine.mu=2", "strategy.refine.max_generations=3",
-    "strategy.repeats=2", "strategy.simulate_top=2", "strategy.cmaes.popsize=6", "strategy.cmaes.mu=2",
-    "strategy.cmaes.max_generations=2", "model.hidden=16", "model.depth=1", "model.rank=4",
-]  # fmt: skip
 
 
 def test_the_amortised_strategy_polishes_from_the_bank_within_its_budget_and_resumes(
