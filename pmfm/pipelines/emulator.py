@@ -65,14 +65,19 @@ def train_emulator(cfg: DictConfig, out_dir: Path, ckpt_path: str | None = None)
     model = build_emulator(cfg.model, datamodule, data, space.box.tolist(), fcd_total, epochs)
     if cfg.get("search_callback") and cfg.search_callback.enabled:
         log.info("search_callback: searches a one-target cost surrogate; skipped for the emulator")
-    checkpoint_on_val(cfg, has_val=len(datamodule.split_index["val"]) > 0)
+    has_val = len(datamodule.split_index["val"]) > 0
+    checkpoint_on_val(cfg, has_val)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer = hydra.utils.instantiate(
-            cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir)
+            cfg.trainer,
+            logger=loggers or False,
+            callbacks=callbacks,
+            default_root_dir=str(out_dir),
+            **({} if has_val else {"limit_val_batches": 0}),  # nothing held out: no validation loop
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         best = next((c.best_model_path for c in callbacks if getattr(c, "monitor", None)), "")
@@ -177,11 +182,13 @@ def cost_agreement(
 
 
 def agreement_table(agreement: dict[str, float], split: str, n_rows: int, groups: list[str]) -> str:
+    if not n_rows:
+        return "every row trained on: no held-out row to rank (datamodule.split)"
     where = f"{n_rows} {split} rows ({', '.join(groups)})"
     lines = [f"emulated vs stored-statistics total cost, Spearman over {where}:"]
     lines += [f"  {name:<24} {value:.3f}" for name, value in agreement.items()]
     if not agreement:
-        lines.append("  no held-out row or no target (targets.path=<folder of targets>)")
+        lines.append("  no target (targets.path=<folder of targets>)")
     return "\n".join(lines)
 
 
