@@ -13,7 +13,7 @@ from pmfm.cost.stats import cost_from_stats
 from pmfm.datasets.bank import bank_stats
 from pmfm.datasets.bank_datamodule import BankDataModule
 from pmfm.datasets.datamodule import group_keys
-from pmfm.models.emulator import EmulatorModule, emulated_costs, monotone_levels
+from pmfm.models.emulator import EmulatorModule, emulated_costs, monotone_levels, statistics_metric
 from pmfm.models.metrics import spearman
 from pmfm.params import ParamSpace
 
@@ -202,3 +202,34 @@ def test_one_objective_costs_each_set_against_its_own_target_as_alone(trained, s
         torch.testing.assert_close(both.total[mine], alone.total.double())
     with pytest.raises(ValueError, match="target_of"):
         EmulatorObjective(space, module, targets)
+
+
+def test_the_statistics_metric_is_the_loss_between_nearby_statistics_and_shapes_the_steps(trained, space):
+    """d^T M d is the FC and FCD loss between the emulated statistics at u and u + d (small d), and
+    the shaped covariance has step^2 / eigenvalue along each eigendirection of M, at most cap^2."""
+    from pmfm.search.emulated import shaped_covariances
+
+    module = trained[0]
+    gen = torch.Generator().manual_seed(5)
+    u = 0.3 + 0.4 * torch.rand(4, 10, generator=gen)
+    d = 0.01 * torch.randn(4, 10, generator=gen)
+    metric = statistics_metric(module, u)  # (4, P, P)
+    with torch.no_grad():
+        a, b = module(u), module(u + d)
+    hp = module.hparams
+    loss = hp["fc_weight"] * ((a["fc_z"] - b["fc_z"]) ** 2).mean(1) / module.fc_var
+    loss = loss + hp["fcd_weight"] * ((a["levels"] - b["levels"]) ** 2).mean(1)
+    quadratic = torch.einsum("bp,bpq,bq->b", d.double(), metric, d.double())
+    torch.testing.assert_close(quadratic, loss.double(), rtol=0.15, atol=0.0)
+
+    theta = space.denormalise(u.double())
+    values, vectors = torch.linalg.eigh(metric)
+    cap = 0.02
+    step = 0.5 * cap * float(values[:, -1].min().sqrt())  # the steepest direction under the cap
+    cov = shaped_covariances(space, module, theta, step=step, cap=cap)  # (4, P, P) raw
+    per_unit = (space.normalise(torch.ones(1, 10)) - space.normalise(torch.zeros(1, 10)))[0].double()
+    cov_u = per_unit[:, None] * cov * per_unit[None, :]
+    along = torch.einsum("bpi,bpq,bqi->bi", vectors, cov_u, vectors)  # (4, P) variance along each
+    want = torch.minimum(step**2 / values, torch.tensor(cap**2, dtype=torch.float64))
+    torch.testing.assert_close(along, want, rtol=1e-6, atol=1e-12)
+    assert (along < cap**2 * (1 - 1e-6)).any() and (along > cap**2 * (1 - 1e-6)).any()  # both regimes

@@ -280,6 +280,32 @@ def fine_tune(
 
 
 @torch.no_grad()
+def statistics_metric(module: EmulatorModule, u: Tensor, step: float = 5e-3) -> Tensor:
+    """(B, P, P) Gauss-Newton metric of the emulated statistics at normalised u (B, P), in the
+    training loss's units: d^T M d is about the FC and FCD loss between the statistics at u and at
+    u + d. Central differences of ``step`` (the trunk need not be differentiable)."""
+    u = module.normalised(u)
+    n, p = u.shape
+    shift = torch.eye(p, device=u.device) * step  # (P, P)
+    x = torch.cat([u[:, None] + shift, u[:, None] - shift], 1).reshape(-1, p)  # (B 2P, P)
+    was_training = module.training
+    module.eval()
+    try:
+        out = module(x)
+    finally:
+        module.train(was_training)
+    hp = module.hparams
+    fc = out["fc_z"].reshape(n, 2, p, -1).double()  # (B, 2, P, E)
+    levels = out["levels"].reshape(n, 2, p, -1).double()  # (B, 2, P, L)
+    j_fc = (fc[:, 0] - fc[:, 1]) / (2 * step)  # (B, P, E)
+    j_levels = (levels[:, 0] - levels[:, 1]) / (2 * step)  # (B, P, L)
+    w_fc = hp["fc_weight"] / (j_fc.shape[-1] * float(module.fc_var))
+    w_fcd = hp["fcd_weight"] / j_levels.shape[-1]
+    metric = w_fc * j_fc @ j_fc.transpose(1, 2) + w_fcd * j_levels @ j_levels.transpose(1, 2)
+    return metric.cpu()
+
+
+@torch.no_grad()
 def mean_loss(module: EmulatorModule, batch: dict[str, Tensor]) -> float:
     """The emulator's training loss over a whole ``batch`` (eval mode)."""
     module.eval()

@@ -277,6 +277,8 @@ class MultiStartCMAES:
         start_ids: the starts' labels in a larger run (default 0..S-1): start ``start_ids[s]``
             samples from ``SeedSequence([seed, start_ids[s], g])``, so a start's search does not
             depend on which other starts share its batch.
+        covariances: (S, P, P) initial covariance matrices per start (multiplied by sigma0**2), in
+            place of ``stds`` (their diagonal's root is checked as ``stds`` are), or None.
 
     The search runs in raw coordinates, as Kong's code. Normalised [0, 1] coordinates would be a
     diagonal change of variables, under which CSA's path is not exactly invariant (see the
@@ -295,6 +297,7 @@ class MultiStartCMAES:
         seed: int = 0,
         stds=None,
         start_ids=None,
+        covariances=None,
     ):
         self.objective = objective
         self.settings = settings if settings is not None else CMAESSettings()
@@ -304,6 +307,9 @@ class MultiStartCMAES:
         dim = int(objective.space.dim)
         if starts.ndim != 2 or starts.shape[1] != dim or not torch.isfinite(starts).all():
             raise ValueError(f"starts must be finite (S, {dim}), got shape {tuple(starts.shape)}")
+        if covariances is not None:
+            covariances = np.broadcast_to(np.asarray(covariances, dtype=np.float64), (*starts.shape, dim))
+            stds = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
         if stds is None:
             stds = np.stack([kong_stds(s) for s in starts.numpy()])
         stds = np.asarray(stds, dtype=np.float64)
@@ -315,14 +321,17 @@ class MultiStartCMAES:
             raise ValueError(f"{len(self.start_ids)} start_ids for {len(starts)} starts")
         self.starts = starts.clone()  # (S, P)
         self.stds = stds  # (S, P)
-        self._es = [self._new_strategy(starts[s].numpy(), stds[s]) for s in range(len(starts))]
+        self._es = [
+            self._new_strategy(starts[s].numpy(), stds[s], None if covariances is None else covariances[s])
+            for s in range(len(starts))
+        ]
         self.generation = 0  # completed generations
         self.stop_counts = [0] * len(starts)
         self.stop_reasons: list[str | None] = [None] * len(starts)
         self.history: list[list[BestOfGeneration]] = [[] for _ in range(len(starts))]
 
     # -- pycma --------------------------------------------------------------------------------
-    def _new_strategy(self, x0: np.ndarray, stds: np.ndarray) -> cma.CMAEvolutionStrategy:
+    def _new_strategy(self, x0: np.ndarray, stds: np.ndarray, cov=None) -> cma.CMAEvolutionStrategy:
         st = self.settings
         opts = {
             "popsize": st.popsize,
@@ -354,6 +363,9 @@ class MultiStartCMAES:
         for name, value in checks:
             if not math.isclose(value, kong[name], rel_tol=1e-12):
                 raise RuntimeError(f"pycma {cma.__version__}: {name} = {value}, Kong2021 uses {kong[name]}")
+        if cov is not None:  # the full initial covariance (its diagonal checked above)
+            es.sm.C = np.array(cov, dtype=np.float64)
+            es.sm.update_now(-1)  # eigendecomposition of the new C
         return es
 
     # -- state --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pmfm.cost.stats import cost_from_stats
 from pmfm.cost.variants import KONG2021
 from pmfm.data import EmpiricalData
 from pmfm.evaluate.objective import Evaluated
-from pmfm.models.emulator import EmulatorModule
+from pmfm.models.emulator import EmulatorModule, statistics_metric
 from pmfm.params import ParamSpace
 from pmfm.search.surrogate import INFEASIBLE_SCORE
 
@@ -72,3 +72,20 @@ class EmulatorObjective:
             valid[at] = (costs.n_valid_fc > 0) & (costs.n_valid_fcd > 0)
         self.n_evaluations += n
         return Evaluated(total=total, valid=valid, terms=terms)
+
+
+def shaped_covariances(space: ParamSpace, module: EmulatorModule, theta, *, step: float, cap) -> torch.Tensor:
+    """(S, P, P) raw covariances of CMA-ES steps at (S, P) raw points, shaped by the emulator: along
+    each eigendirection of its statistics metric a standard deviation of ``step / sqrt(eigenvalue)``
+    (normalised units: a step changes the emulated statistics by about ``step**2`` loss units), at
+    most ``cap`` ((S,) or a number). The steep directions (mean w and I) get short steps, the flat
+    ones long steps, so a short search does not land on the walls of a narrow valley."""
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    metric = statistics_metric(module, space.normalise(theta))  # (S, P, P)
+    values, vectors = torch.linalg.eigh(metric)  # (S, P), (S, P, P)
+    cap = torch.as_tensor(cap, dtype=torch.float64).reshape(-1, 1)
+    std = torch.minimum(step / values.clamp_min(1e-300).sqrt(), cap)  # (S, P) along each eigendirection
+    cov_u = vectors @ torch.diag_embed(std**2) @ vectors.transpose(1, 2)  # (S, P, P) normalised units
+    box = torch.as_tensor(space.box, dtype=torch.float64)
+    width = box[:, 1] - box[:, 0]  # (P,) raw = low + u width
+    return width[:, None] * cov_u * width[None, :]

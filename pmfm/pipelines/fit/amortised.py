@@ -32,8 +32,8 @@ from pmfm.pipelines.fit import stages
 from pmfm.pipelines.fit.state import RunState
 from pmfm.pipelines.folders import dataset_folder
 from pmfm.pipelines.generation import config_hash, package_versions
-from pmfm.search.cmaes import CMAESSettings, GenerationResult
-from pmfm.search.emulated import EmulatorObjective
+from pmfm.search.cmaes import CMAESSettings, GenerationResult, kong_stds
+from pmfm.search.emulated import EmulatorObjective, shaped_covariances
 
 log = logging.getLogger(__name__)
 EMULATOR_FILE = "emulator.ckpt"  # a bank's own emulator, in its folder (the shipped bank has one)
@@ -71,7 +71,9 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
     starts = torch.cat([r.theta[:n_starts] for r in ranked])  # (T n, P) the best rows, best first
     refine = CMAESSettings(**{str(k): v for k, v in s.refine.items()})
     objective = EmulatorObjective(first.space, emulator, trains, variant, target_of(refine.popsize))
-    refined = stages.refine_stage(state, objective, starts, refine, seed=int(cfg.seed))
+    step = s.get("shape_step")
+    shaped = _shaped(first.space, emulator, starts, refine, step)
+    refined = stages.refine_stage(state, objective, starts, refine, seed=int(cfg.seed), covariances=shaped)
     polish = CMAESSettings(**{str(k): v for k, v in s.cmaes.items()})
     prescreen = EmulatorObjective(first.space, emulator, trains, variant, target_of(polish.popsize))
     part = _polish_part(cfg, folder, names, fits, polish) if s.join_bank else None
@@ -86,10 +88,24 @@ def amortised_candidates(cfg: DictConfig, state: RunState, out_dir: Path, fits: 
         state, first.space, trains, first.simulator, variant, n_starts=n_starts, repeats=int(s.repeats),
         settings=polish, seed=int(cfg.seed), prescreen=prescreen, simulate_top=int(s.simulate_top),
         progress=cfg.progress, starts=refined, name="polish", learner=learner,
+        covariances=_shaped(first.space, emulator, refined, polish, step),
     )  # fmt: skip
     for r in learner.report:
         log.info("polish generation %d: emulator loss on its %d new rows %.3f -> %.3f (fine-tuned)", *r)
     return [_joined(a, b) for a, b in zip(ranked, polished, strict=True)], stats.repeats
+
+
+def _shaped(space, emulator: EmulatorModule, starts: torch.Tensor, settings: CMAESSettings, step):
+    """(S, P, P) initial covariances of CMA-ES at ``starts`` shaped by the emulator's statistics metric
+    (``strategy.shape_step``; None: Kong's diagonal), no direction stepping further than the median
+    of Kong's steps (``sigma0`` x his standard deviations, in normalised units)."""
+    if step is None:
+        return None
+    box = torch.as_tensor(space.box, dtype=torch.float64)
+    width = box[:, 1] - box[:, 0]  # (P,)
+    kong = torch.from_numpy(np.stack([kong_stds(t) for t in starts.numpy()])) / width  # (S, P) normalised
+    cap = settings.sigma0 * kong.median(dim=1).values
+    return shaped_covariances(space, emulator, starts, step=float(step), cap=cap) / settings.sigma0**2
 
 
 def _polish_part(cfg, folder: Path, names: list[str], fits: list, polish: CMAESSettings) -> ShardStore:

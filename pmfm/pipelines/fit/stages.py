@@ -72,7 +72,7 @@ def simulator_search(
 def targets_search(
     state: RunState, space, targets: list, simulator, variant, *, n_starts, repeats, settings, seed,
     prescreen=None, simulate_top: int = 0, progress: bool = True, starts=None, name: str = "search",
-    learner=None,
+    learner=None, covariances=None,
 ) -> list[Candidates]:  # fmt: skip
     """:func:`simulator_search` of every target at once: ``n_starts`` starts a target (target t has
     starts t n .. t n + n - 1, each the start it would have alone), every start's population
@@ -83,6 +83,7 @@ def targets_search(
     ``state`` (its progress is ``<name>_progress``). ``prescreen`` gets the sample ids as ``keys``.
     ``learner``: ``learner.after(result)`` sees every generation's result (simulations keep their
     statistics), and its ``state_dict()`` is saved with the progress, so a resumed search resumes it.
+    ``covariances``: (T n, P, P) initial CMA-ES covariances of the starts (default: Kong's diagonal).
     """
     if state.has(name):
         budget = state.load(f"{name}_progress")["cmaes"]["settings"]["max_generations"]
@@ -118,7 +119,7 @@ def targets_search(
     if starts is None:
         starts = start_points(space, seed, range(n_starts)).repeat(n_targets, 1)
     ids = list(range(n_starts)) * n_targets
-    searcher = MultiStartCMAES(objective, starts, settings, seed=seed, start_ids=ids)
+    searcher = MultiStartCMAES(objective, starts, settings, seed=seed, start_ids=ids, covariances=covariances)
     counts = {"wall_s": 0.0, "simulations": 0, "evaluations": 0}
     if state.has(f"{name}_progress"):
         saved = state.load(f"{name}_progress")
@@ -402,13 +403,16 @@ def bank_stage(state: RunState, rows: dict, stats, space, data, variant, *, top_
     return candidates
 
 
-def refine_stage(state: RunState, objective, starts: torch.Tensor, settings, *, seed) -> torch.Tensor:
-    """CMA-ES against an emulator (``objective``, no simulation) from ``starts`` (S, P): each start's
-    best valid set over its run (the start itself where none beats it), (S, P) raw parameters."""
+def refine_stage(
+    state: RunState, objective, starts: torch.Tensor, settings, *, seed, covariances=None
+) -> torch.Tensor:
+    """CMA-ES against an emulator (``objective``, no simulation) from ``starts`` (S, P), with initial
+    ``covariances`` (S, P, P) or Kong's diagonal: each start's best valid set over its run (the start
+    itself where none beats it), (S, P) raw parameters."""
     if state.has("refine"):
         return state.load("refine")
     tic = time.perf_counter()
-    searcher = MultiStartCMAES(objective, starts, settings, seed=seed)
+    searcher = MultiStartCMAES(objective, starts, settings, seed=seed, covariances=covariances)
     first = objective(starts, keys=torch.arange(len(starts)) * settings.popsize)  # the starts' own scores
     best = starts.clone()
     best_total = torch.where(first.valid, first.total, torch.full_like(first.total, np.inf))
