@@ -247,6 +247,64 @@ def test_compare_to_sets_two_many_target_fits_side_by_side(tmp_path):
     assert (tmp_path / "bank" / "targets.png").stat().st_size > 10_000
 
 
+def test_fit_acceptance_resimulates_each_targets_chosen_sets_and_truth_in_the_same_noise(
+    tiny, subjects, tmp_path, monkeypatch
+):
+    import shutil
+
+    import torch
+
+    from pmfm.pipelines.fit.run import fit
+    from pmfm.pipelines.results import read_results, write_results
+    from pmfm.studies import fit_acceptance, run_study
+
+    bank = tmp_path / "bank"
+    _make(tiny, bank, tmp_path / "made")
+    fit(compose_config("fit", [*_fit_overrides(tiny, bank), "strategy=bank", "strategy.top_k=3",
+                               f"targets.path={subjects}"]), tmp_path / "ranked")  # fmt: skip
+    shutil.copytree(tmp_path / "ranked", tmp_path / "truthful")  # the same fits, each choosing its truth
+    space = cfg_space(tiny)
+    for target in ("synthetic_000", "synthetic_001"):
+        path = tmp_path / "truthful" / target / "results.csv"
+        results = read_results(path, space)
+        results.theta[0] = torch.as_tensor(
+            np.loadtxt(subjects / target / "truth.csv", delimiter=",", skiprows=1)
+        )
+        write_results(path, results, space)
+    overrides = [*tiny_overrides(tiny), "study=fit_acceptance", "plot=false", "progress=false",
+                 f"study.simulator_run={tmp_path / 'ranked'}",
+                 f"study.surrogate_runs=[{tmp_path / 'truthful'}]",
+                 f"study.targets={subjects}", "study.repeats=2", "study.groups=3"]  # fmt: skip
+    report = run_study(compose_config("experiment", overrides), tmp_path / "acceptance")
+    ranked, truthful, deltas = [], [], []
+    for entry in report["targets"].values():
+        a, b, truth = entry["truthful"], entry["ranked"], entry["truth"]
+        assert len(truth["group_totals"]) == 3 and b["simulations"] == 3 * 3  # top_k x R, from targets.csv
+        assert a["group_totals"] == truth["group_totals"]  # the same set in the same noise: the same totals
+        assert a["minus_truth"] == 0 and a["difference"] == pytest.approx(a["mean"] - b["mean"])
+        assert a["difference_in_se"] == pytest.approx(a["difference"] / np.hypot(a["se"], b["se"]))
+        ranked.append(b["mean"])
+        truthful.append(a["mean"])
+        deltas.append(a["difference"])
+    c = report["comparison"]["truthful"]
+    assert c["mean_difference"] == pytest.approx(np.mean(deltas))
+    assert c["mean_difference_se"] == pytest.approx(np.std(deltas, ddof=1) / np.sqrt(2))
+    assert (c["targets"], c["near_truth"], c["near_truth_of"]) == (2, 2, 2)
+    se = [np.hypot(e["truthful"]["se"], e["ranked"]["se"]) for e in report["targets"].values()]
+    assert c["within_2se"] == sum(d <= 2 * s for d, s in zip(deltas, se, strict=True))
+    rows = np.genfromtxt(tmp_path / "acceptance" / "fit_acceptance_targets.csv", delimiter=",", names=True,
+                         dtype=None, encoding=None)  # fmt: skip
+    np.testing.assert_allclose(rows["ranked_mean"], ranked, rtol=1e-5)
+    np.testing.assert_allclose(rows["truthful_mean"], rows["truth_mean"], rtol=1e-5)
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("a resumed study simulated again")
+
+    monkeypatch.setattr(fit_acceptance, "grouped_costs", no_simulation)  # every set was saved: none again
+    again = run_study(compose_config("experiment", overrides), tmp_path / "acceptance")
+    assert again["targets"] == report["targets"]
+
+
 def test_targets_that_cannot_share_a_batch_or_a_table_are_refused_naming_the_file(subjects, tiny, tmp_path):
     from pmfm.pipelines.config import ConfigError
     from pmfm.pipelines.fit.run import fit

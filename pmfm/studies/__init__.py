@@ -12,7 +12,7 @@ and every study runs through the same pipeline functions as the other commands.
     surrogate_cv        leave-one-CMA-ES-run-out ranking of a model config
     emulator_cv         leave-one-CMA-ES-run-out costing by the emulator of a bank
     surrogate_ceiling   the noise ceiling of ranking held-out samples, and a checkpoint against it
-    fit_acceptance      the chosen sets of a simulator and a surrogate fit re-simulated with fresh noise
+    fit_acceptance      fits' chosen sets (per target of many-target fits) re-simulated with fresh noise
     linearised_bold_fc  the linearised model's BOLD covariance as a ranker of the FC cost
 
 Each module has ``run(cfg, out_dir) -> dict``, writing its tables, figures and summary into

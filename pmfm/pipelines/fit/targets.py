@@ -287,7 +287,7 @@ def targets_table(out_dir: Path, rows: list[dict], n_targets: int, shared: dict)
             line += f"  {r['r_w']:.2f}, {r['r_I']:.2f}, {r['r_sigma']:.2f}, {r['G_error']:.2f}"
         text.append(line)
     mean = np.mean([r["vali_total"] for r in rows])
-    tail = f"{n_targets} targets: mean validation total {mean:.4f}"
+    tail = f"{n_targets} target{'s' * (n_targets != 1)}: mean validation total {mean:.4f}"
     if shared["wall_s"] >= 0.05 or shared_sims:
         tail += f"; shared stages: {shared['wall_s']:.1f} s, {shared_sims} simulations (split evenly above)"
     text.append(tail)
